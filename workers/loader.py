@@ -1,0 +1,85 @@
+"""Read a checkpoint (local folder or hub id) into our model: safetensors only, no remote code.
+
+Every tensor in the checkpoint must map to a parameter and every parameter must be loaded; a
+mismatch is an error naming the tensor and the file, not a silent random weight.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from workers.config import CheckpointError, ModelConfig
+from workers.model import Qwen3Orthrus
+
+CHECKPOINT_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "*.jinja",
+                    "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json"]
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def resolve(path_or_id: str | Path) -> Path:
+    """A local folder as is; otherwise a Hugging Face hub id, fetched (safetensors only) to the cache."""
+    p = Path(path_or_id).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") != 1:
+        raise CheckpointError(f"{path_or_id}: not a checkpoint folder (and not a hub id of the form 'org/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(path_or_id), allow_patterns=CHECKPOINT_FILES))
+    except Exception as e:  # offline, unknown repo, auth: say which and why
+        raise CheckpointError(f"{path_or_id}: could not fetch from the Hugging Face hub: {e}") from e
+
+
+def _tensor_files(folder: Path) -> dict[str, Path]:
+    """Map each tensor name to the safetensors file that holds it."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
+        if missing:
+            raise CheckpointError(f"{index}: lists shard files that are missing: {', '.join(missing)}")
+        return {name: folder / f for name, f in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        if list(folder.glob("*.bin")) or list(folder.glob("*.pt")):
+            raise CheckpointError(f"{folder}: only pickle weights (*.bin/*.pt) found; we load safetensors only")
+        raise CheckpointError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+    with safe_open(str(single), framework="pt") as f:
+        return {name: single for name in f.keys()}
+
+
+def load_model(path_or_id: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Qwen3Orthrus, Path]:
+    """Build the model for the checkpoint and load every tensor; returns (model in eval mode, folder)."""
+    folder = resolve(path_or_id)
+    cfg = ModelConfig.from_file(folder / "config.json")
+    files = _tensor_files(folder)
+    with torch.device("meta"):
+        model = Qwen3Orthrus(cfg)
+    params = dict(model.named_parameters())
+    if cfg.tie_word_embeddings:
+        files.pop("lm_head.weight", None)  # some exporters write the tied head anyway
+    unexpected = sorted(n for n in files if n not in params and not n.endswith(IGNORED_SUFFIXES))
+    if unexpected:
+        hint = " (an OrthrusLM checkpoint needs architectures: ['OrthrusLM'])" if any("_diff" in n for n in unexpected) else ""
+        raise CheckpointError(f"{folder}: tensors not in the model: {', '.join(unexpected[:5])}{hint}")
+    missing = sorted(n for n in params if n not in files)
+    if missing:
+        raise CheckpointError(f"{folder}: missing tensors: {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    state: dict[str, torch.Tensor] = {}
+    by_file: dict[Path, list[str]] = {}
+    for name in params:
+        by_file.setdefault(files[name], []).append(name)
+    for fpath, names in by_file.items():
+        with safe_open(str(fpath), framework="pt", device="cpu") as f:
+            for name in names:
+                t = f.get_tensor(name)
+                if tuple(t.shape) != tuple(params[name].shape):
+                    raise CheckpointError(f"{fpath.name}: tensor {name} has shape {tuple(t.shape)}, expected {tuple(params[name].shape)}")
+                state[name] = t.to(device=device, dtype=dtype)
+    model.load_state_dict(state, assign=True, strict=True)
+    model.inv_freq = (1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))).to(device)
+    return model.eval().requires_grad_(False), folder

@@ -1,0 +1,150 @@
+"""Qwen3 with the Orthrus diffusion view: our own module tree, named exactly like the checkpoint.
+
+Two views share everything but attention (ORTHRUS.md): the "ar" view uses q/k/v/o_proj and
+q/k_norm; the "diffusion" view uses their `*_diff` twins. How a layer attends (which keys,
+which mask, whether the KV cache is written) is not the model's business: every forward takes
+an `attend(layer_idx, q, k, v) -> out` callable, so the engine's cached decode step, the
+prefill and the head-training pass reuse the same layers.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.config import ModelConfig
+
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+VIEWS = ("ar", "diffusion")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # fp32 statistics, as in the reference Qwen3: keeps bf16 runs close to fp32 ones.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, half-split layout. x: [B, H, T, D]; cos/sin: [B, 1, T, D]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, orthrus: bool) -> None:
+        super().__init__()
+        h, d = cfg.hidden_size, cfg.head_dim
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, d
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(h, self.n_heads * d, bias=bias)
+        self.k_proj = nn.Linear(h, self.n_kv * d, bias=bias)
+        self.v_proj = nn.Linear(h, self.n_kv * d, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * d, h, bias=bias)
+        self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.orthrus = orthrus
+        if orthrus:  # the diffusion view's own projections and norms; no biases (ORTHRUS.md)
+            self.q_proj_diff = nn.Linear(h, self.n_heads * d, bias=False)
+            self.k_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
+            self.v_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
+            self.o_proj_diff = nn.Linear(self.n_heads * d, h, bias=False)
+            self.q_norm_diff = RMSNorm(d, cfg.rms_norm_eps)
+            self.k_norm_diff = RMSNorm(d, cfg.rms_norm_eps)
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, view: str):
+        """Queries, keys, values of one view, normed and rotated. x: [B, T, hidden]."""
+        B, T, _ = x.shape
+        if view == "diffusion":
+            qp, kp, vp, qn, kn = self.q_proj_diff, self.k_proj_diff, self.v_proj_diff, self.q_norm_diff, self.k_norm_diff
+        else:
+            qp, kp, vp, qn, kn = self.q_proj, self.k_proj, self.v_proj, self.q_norm, self.k_norm
+        q = qn(qp(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # [B, H, T, D]
+        k = kn(kp(x).view(B, T, self.n_kv, self.head_dim)).transpose(1, 2)  # [B, KVH, T, D]
+        v = vp(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # [B, KVH, T, D]
+        return rope(q, cos, sin), rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, view: str, attend: Attend, layer_idx: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.project(x, cos, sin, view)
+        out = attend(layer_idx, q, k, v)  # [B, H, T, D]
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return (self.o_proj_diff if view == "diffusion" else self.o_proj)(out)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, orthrus: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(cfg, orthrus)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, view: str, attend: Attend, layer_idx: int) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, view, attend, layer_idx)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    """`model.*` in the checkpoint: embeddings, layers, final norm."""
+
+    def __init__(self, cfg: ModelConfig, orthrus: bool) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, orthrus) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Qwen3Orthrus(nn.Module):
+    """Qwen3ForCausalLM, plus the diffusion view when `orthrus` (an OrthrusLM checkpoint)."""
+
+    def __init__(self, cfg: ModelConfig, orthrus: bool | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.orthrus = cfg.is_orthrus if orthrus is None else orthrus
+        self.model = Body(cfg, self.orthrus)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        d = cfg.head_dim
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotary(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos/sin for absolute positions [B, T] -> [B, 1, T, D], computed in fp32."""
+        freqs = positions.float()[..., None] * self.inv_freq  # [B, T, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, view: str, attend: Attend) -> torch.Tensor:
+        """Final-normed hidden states [B, T, hidden] for tokens [B, T] at positions [B, T]."""
+        if view == "diffusion" and not self.orthrus:
+            raise ValueError("this checkpoint has no diffusion view (no *_diff tensors): use mode='ar'")
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = self.rotary(positions, x.dtype)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, view, attend, i)
+        return self.model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+        return F.linear(hidden, weight)  # [..., V]
