@@ -1,0 +1,61 @@
+"""The `attend` callables the model calls once per layer, and the masks they use.
+
+Masks are built from positions, never with `is_causal=True` (top-left aligned when queries and
+keys differ in length: wrong on top of a cache, ORTHRUS.md). True = may attend.
+  verify / AR / prefill: key position <= query position (causal, prefix included);
+  diffusion: key position < anchor position + K (the prefix plus the whole block, both ways).
+A row's keys at or beyond its own length + K are never visible, whatever an earlier row left there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from workers.kv_cache import KVCache
+
+
+def causal_mask(q_pos: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """[B, 1, T, S]: key s visible to the query at q_pos[b, t] iff s <= q_pos[b, t]."""
+    keys = torch.arange(n_keys, device=q_pos.device)
+    return (keys <= q_pos[:, :, None])[:, None]
+
+
+def block_mask(length: torch.Tensor, K: int, n_keys: int) -> torch.Tensor:
+    """[B, 1, 1, S]: the diffusion view sees the prefix and its whole block: s < length + K."""
+    keys = torch.arange(n_keys, device=length.device)
+    return (keys < (length[:, None] + K))[:, None, None]
+
+
+@dataclass
+class CachedAttend:
+    """Write this pass's K/V into the cache at `pos`, then attend over the rows' cached keys.
+
+    rows: [B] slot ids; `contiguous` means rows == 0..B-1, so the cache is read as a view.
+    n_keys bounds the key positions read (static for a decode step; the prompt end at prefill).
+    """
+
+    cache: KVCache
+    rows: torch.Tensor
+    pos: torch.Tensor
+    mask: torch.Tensor
+    n_keys: int
+    contiguous: bool
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self.cache.write(layer, self.rows, self.pos, k, v)
+        if self.contiguous:
+            keys = self.cache.k[layer, : q.shape[0], :, : self.n_keys]  # [B, KVH, S, D]
+            vals = self.cache.v[layer, : q.shape[0], :, : self.n_keys]
+        else:
+            keys = self.cache.k[layer][self.rows, :, : self.n_keys]
+            vals = self.cache.v[layer][self.rows, :, : self.n_keys]
+        return F.scaled_dot_product_attention(q, keys, vals, attn_mask=self.mask, enable_gqa=True)
+
+
+def causal_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Plain causal self-attention over a whole sequence (training, reference checks)."""
+    T = q.shape[2]
+    pos = torch.arange(T, device=q.device).expand(q.shape[0], T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, T), enable_gqa=True)

@@ -1,0 +1,158 @@
+"""The engine: batched, lossless Orthrus (or plain AR) decoding of token-id prompts.
+
+    engine = Engine.from_pretrained("path/or/org/name", device="cuda", dtype="bfloat16")
+    results = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=64), mode="orthrus")
+
+A step reads as: schedule (admit waiting prompts, prefill them) -> iterate (draft, verify,
+accept, commit on the device) -> postprocess (read the [B] finished vector; collect rows).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from workers.config import ModelConfig
+from workers.kv_cache import KVCache
+from workers.loader import load_model
+from workers.model import Qwen3Orthrus
+from workers.orthrus import SlotState, iterate, prefill
+from workers.params import RequestStats, Result, SamplingParams
+from workers.scheduler import Scheduler
+
+__all__ = ["Engine", "SamplingParams", "Result", "RequestStats"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODES = ("orthrus", "ar")
+
+
+class Engine:
+    def __init__(self, model: Qwen3Orthrus, model_dir: Path, *, max_batch_size: int = 64,
+                 max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048) -> None:
+        self.model, self.model_dir = model, model_dir
+        self.config: ModelConfig = model.config
+        self.device = model.model.embed_tokens.weight.device
+        self.dtype = model.model.embed_tokens.weight.dtype
+        self.max_batch_size, self.max_model_len = max_batch_size, max_model_len
+        self.max_block_size = max(max_block_size, self.config.block_size or 1)
+        self.prefill_chunk = prefill_chunk
+        self.cache = KVCache(self.config, max_batch_size, max_model_len + self.max_block_size, self.device, self.dtype)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32", max_batch_size: int = 64,
+                        max_model_len: int = 4096, **kwargs) -> "Engine":
+        """Load an OrthrusLM or Qwen3ForCausalLM checkpoint (local folder or hub id)."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if max_batch_size < 1 or max_model_len < 2:
+            raise ValueError("max_batch_size must be >= 1 and max_model_len >= 2")
+        model, folder = load_model(path, device=device, dtype=DTYPES[dtype])
+        return cls(model, folder, max_batch_size=max_batch_size, max_model_len=max_model_len, **kwargs)
+
+    # -- public API -----------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None,
+                 mode: str = "orthrus") -> list[Result]:
+        """Decode every prompt; results come back in prompt order.
+
+        Args:
+            prompts: token ids per prompt (each non-empty, at most max_model_len - 1 tokens).
+            params: one SamplingParams for all prompts, or one per prompt.
+            mode: "orthrus" (draft + verify; needs an OrthrusLM checkpoint) or "ar".
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'orthrus' or 'ar', got {mode!r}")
+        if mode == "orthrus" and not self.config.is_orthrus:
+            raise ValueError(f"{self.model_dir}: a plain Qwen3 checkpoint (no *_diff tensors) can only run mode='ar'")
+        params = params or SamplingParams()
+        plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(plist) != len(prompts):
+            raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
+        groups: dict[int, list[int]] = {}
+        for i, (prompt, p) in enumerate(zip(prompts, plist)):
+            self._check_prompt(i, prompt)
+            groups.setdefault(self._block_size(p, mode), []).append(i)
+        results: list[Result | None] = [None] * len(prompts)
+        for K, ids in sorted(groups.items()):
+            self._run(ids, prompts, plist, K, results)
+        return results  # type: ignore[return-value]
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_prompt(self, i: int, prompt: list[int]) -> None:
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(f"prompt {i} has {len(prompt)} tokens; max_model_len={self.max_model_len} leaves no room to generate")
+        bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"prompt {i} has token ids outside [0, {self.config.vocab_size}): {bad[:3]}")
+
+    def _block_size(self, p: SamplingParams, mode: str) -> int:
+        if mode == "ar":
+            return 1
+        K = p.block_size or self.config.block_size
+        if not 2 <= K <= self.max_block_size:
+            raise ValueError(f"block_size must be in [2, {self.max_block_size}] in orthrus mode, got {K}")
+        return K
+
+    def _run(self, ids: list[int], prompts: list[list[int]], plist: list[SamplingParams], K: int, results: list) -> None:
+        """Continuous batching over the requests `ids`, all with block size K."""
+        budgets = {i: min(plist[i].max_new_tokens, self.max_model_len - len(prompts[i])) for i in ids}
+        stops = {i: plist[i].stop_token_ids if plist[i].stop_token_ids is not None else self.config.eos_token_ids for i in ids}
+        n_stop = max([len(s) for s in stops.values()] + [1])
+        sched = Scheduler(ids, min(self.max_batch_size, len(ids)))
+        st = SlotState.allocate(len(sched.slot_request), max(budgets.values()), n_stop, self.device)
+        while not sched.finished():
+            admitted = sched.admit()
+            if admitted:
+                self._start(st, admitted, prompts, plist, budgets, stops)
+            busy = [sched.slot_request[s] for s in sched.busy]
+            B = sched.bucket()
+            n_keys = min(self.cache.positions, max(len(prompts[r]) + budgets[r] for r in busy) + K)
+            sampling = any(plist[r].temperature > 0 for r in busy)
+            with torch.inference_mode():
+                finished = iterate(self.model, self.cache, st, B, K, n_keys, sampling)
+            done = finished.nonzero().flatten().tolist()  # the one host sync of an iteration
+            if done:
+                self._collect(st, done, sched, prompts, K, results)
+
+    def _start(self, st: SlotState, admitted, prompts, plist, budgets, stops) -> None:
+        """Load the admitted requests' parameters into their slots and prefill their prompts."""
+        slots = [s for s, _ in admitted]
+        rids = [r for _, r in admitted]
+        idx = torch.tensor(slots, device=self.device)
+        dev = lambda vals, dtype: torch.tensor(vals, dtype=dtype, device=self.device)  # noqa: E731
+        ps = [plist[r] for r in rids]
+        st.length[idx] = dev([len(prompts[r]) - 1 for r in rids], torch.long)
+        st.anchor[idx] = dev([prompts[r][-1] for r in rids], torch.long)
+        st.budget[idx] = dev([budgets[r] for r in rids], torch.long)
+        for name in ("generated", "iterations", "accepted"):
+            getattr(st, name)[idx] = 0
+        st.active[idx], st.stopped[idx] = True, False
+        st.greedy[idx] = dev([p.temperature == 0 for p in ps], torch.bool)
+        st.temperature_or_one[idx] = dev([p.temperature or 1.0 for p in ps], torch.float32)
+        st.top_k[idx] = dev([p.top_k for p in ps], torch.long)
+        st.top_p[idx] = dev([p.top_p for p in ps], torch.float32)
+        st.seed[idx] = dev([p.seed for p in ps], torch.long)
+        width = st.stop_ids.shape[1]
+        st.stop_ids[idx] = dev([list(stops[r]) + [-1] * (width - len(stops[r])) for r in rids], torch.long)
+        budget_tokens = max(self.prefill_chunk, 1)
+        with torch.inference_mode():
+            i = 0
+            while i < len(admitted):  # group rows so each prefill forward stays within the token budget
+                longest, j = 0, i
+                while j < len(admitted) and max(longest, len(prompts[rids[j]])) * (j - i + 1) <= budget_tokens or j == i:
+                    longest, j = max(longest, len(prompts[rids[j]])), j + 1
+                prefill(self.model, self.cache, slots[i:j], [prompts[r] for r in rids[i:j]], self.prefill_chunk)
+                i = j
+
+    def _collect(self, st: SlotState, done: list[int], sched: Scheduler, prompts, K: int, results: list) -> None:
+        idx = torch.tensor(done, device=self.device)
+        out, hist = st.out[idx].cpu(), st.hist[idx].cpu()
+        gen, its, acc, stopped = (t[idx].cpu().tolist() for t in (st.generated, st.iterations, st.accepted, st.stopped))
+        for row, slot in enumerate(done):
+            rid = sched.release(slot)
+            stats = RequestStats(
+                prompt_tokens=len(prompts[rid]), iterations=its[row], diffusion_passes=its[row] if K > 1 else 0,
+                drafted_tokens=its[row] * (K - 1), accepted_tokens=acc[row],
+                acceptance_lengths=hist[row, : its[row]].tolist(),
+            )
+            results[rid] = Result(out[row, : gen[row]].tolist(), "stop" if stopped[row] else "length", stats)
