@@ -1,0 +1,128 @@
+"""Input shards: every Parquet file the job's `input.path` names, checked before any GPU time.
+
+A shard is one input file. Its identity travels with each row (Ray's `path` column), because
+Ray Data may read several small files into one block: block boundaries say nothing about files.
+The row count of every shard comes from its Parquet footer, so the driver knows when a shard is
+complete without holding its rows (the hook that per-shard commits and resume build on).
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline.storage import Location, locate, uri_of
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_METADATA_THREADS = 16
+
+
+class InputError(ValueError):
+    """Input that cannot be read; the message names the path or file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file."""
+
+    uri: str  # what the `shard` output column holds: /abs/path.parquet or s3://bucket/key
+    fs_path: str  # the same file for pyarrow / Ray (no scheme)
+    num_rows: int
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Shell-style glob over '/'-separated paths: `*` and `?` stay inside one folder, `**/` spans any."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape("["))
+                i += 1
+            else:
+                body = pattern[i + 1:end]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _is_data_file(path: str) -> bool:
+    """Skip Spark/Hadoop markers and hidden files that directory listings often hold."""
+    name = path.rsplit("/", 1)[-1]
+    return not name.startswith(("_", ".")) and name.endswith(".parquet")
+
+
+def _list_files(loc: Location) -> list[str]:
+    fs = loc.filesystem
+    m = _GLOB_CHARS.search(loc.fs_path)
+    if m:
+        base = loc.fs_path[: m.start()].rsplit("/", 1)[0] or "/"
+        regex = _glob_regex(loc.fs_path)
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        return [i.path for i in infos if i.type == pafs.FileType.File and regex.match(i.path)]
+    info = fs.get_file_info(loc.fs_path)
+    if info.type == pafs.FileType.File:
+        return [info.path]
+    if info.type == pafs.FileType.Directory:
+        infos = fs.get_file_info(pafs.FileSelector(loc.fs_path, recursive=True))
+        return [i.path for i in infos if i.type == pafs.FileType.File and _is_data_file(i.path)]
+    return []
+
+
+def _inspect(fs: pafs.FileSystem, fs_path: str, uri: str, required: tuple[str, ...]) -> Shard:
+    """Read one footer: row count and columns, with errors that name the file."""
+    try:
+        with fs.open_input_file(fs_path) as f:
+            meta = pq.read_metadata(f)
+    except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
+        raise InputError(f"shard {uri}: not a readable Parquet file ({type(err).__name__}: {err})") from None
+    names = meta.schema.to_arrow_schema().names
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InputError(f"shard {uri}: no column {missing[0]!r} (columns: {', '.join(names) or 'none'})")
+    return Shard(uri=uri, fs_path=fs_path, num_rows=meta.num_rows)
+
+
+def list_shards(path: str, required_columns: list[str] | tuple[str, ...] = ()) -> list[Shard]:
+    """All Parquet files under `path` (file, folder, glob or s3:// prefix), sorted, with row counts.
+
+    Args:
+        path: the job's `input.path`.
+        required_columns: columns every shard must have (prompt, id, sampling columns).
+    Returns:
+        One Shard per file, sorted by path.
+    Raises:
+        InputError: nothing matches, or a file is unreadable or lacks a required column.
+    """
+    try:
+        loc = locate(path)
+    except ValueError as err:
+        raise InputError(f"input.path: {err}") from None
+    try:
+        files = sorted(set(_list_files(loc)))
+    except OSError as err:
+        raise InputError(f"input.path {path!r}: cannot list ({err})") from None
+    if not files:
+        raise InputError(f"input.path {path!r}: no Parquet files match")
+    fs = loc.filesystem
+    required = tuple(required_columns)
+    with ThreadPoolExecutor(max_workers=min(_METADATA_THREADS, len(files))) as pool:
+        return list(pool.map(lambda p: _inspect(fs, p, uri_of(p, loc.is_s3), required), files))

@@ -1,0 +1,200 @@
+"""Per-row figures -> per-shard figures -> the run's totals, computed while the job streams.
+
+Each commit task reduces its batch to one partial row per shard it holds (`partial_stats`); the
+driver folds partials into one `ShardStats` per input shard. The driver therefore holds
+O(shards) numbers, never the rows. Every figure is a sum of per-row figures (or a ratio of two
+such sums, or a min/max of batch times), so `stats/shards.parquet` equals what summing
+`outputs/` gives.
+
+Vocabulary (see workers/rows.py for the per-row columns):
+  forward_passes     diffusion passes + verify passes (iterations). Prefill is counted as the
+                     engine counts it: the forward that yields a row's first token is one of its
+                     iterations (AR mode: iterations == completion tokens).
+  tokens_per_forward completion_tokens / forward_passes
+  mean_acceptance_length  committed tokens per verify iteration = completion_tokens / iterations
+                     (= 1 + accepted/iterations; 1.0 in AR mode)
+  wall_seconds       last batch end - first batch start over the shard's batches (batches of
+                     different shards overlap when several actors run, so these do not add up
+                     to the job's wall time)
+  engine_seconds     sum of the rows' shares of `generate` time (split by forward passes)
+  tokens_per_s       completion_tokens / engine_seconds
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+_SUMS = ("rows", "errors", "prompt_tokens", "completion_tokens", "iterations", "diffusion_passes",
+         "forward_passes", "drafted_tokens", "accepted_tokens")
+PARTIAL_SCHEMA = pa.schema(
+    [("shard", pa.string())]
+    + [(name, pa.int64()) for name in _SUMS]
+    + [("acceptance_histogram", pa.list_(pa.int64())), ("engine_seconds", pa.float64()),
+       ("started_at", pa.float64()), ("finished_at", pa.float64()), ("files", pa.int64()),
+       ("engine", pa.string())]
+)
+# row column -> partial column, for the plain sums
+_ROW_SUMS = {"num_prompt_tokens": "prompt_tokens", "num_completion_tokens": "completion_tokens",
+             "iterations": "iterations", "diffusion_passes": "diffusion_passes",
+             "forward_passes": "forward_passes", "drafted_tokens": "drafted_tokens",
+             "accepted_tokens": "accepted_tokens"}
+
+
+def add_histograms(a: list[int], b: Iterable[int]) -> list[int]:
+    """Elementwise sum of two acceptance histograms of any lengths."""
+    b = list(b)
+    out = list(a) + [0] * max(0, len(b) - len(a))
+    for i, n in enumerate(b):
+        out[i] += n
+    return out
+
+
+def partial_stats(batch: pa.Table, files: dict[str, int]) -> pa.Table:
+    """One row per shard in `batch` (rows in BATCH_SCHEMA), summing its rows' figures.
+
+    Args:
+        batch: the actor's output rows, internal columns included.
+        files: output files written per shard for this batch.
+    Returns:
+        A PARTIAL_SCHEMA table.
+    """
+    cols = {name: batch.column(name).to_pylist() for name in
+            ("shard", "error", "acceptance_histogram", "engine_seconds", "_engine", "_started_at",
+             "_finished_at", *_ROW_SUMS)}
+    parts: dict[str, dict[str, Any]] = {}
+    for i, shard in enumerate(cols["shard"]):
+        p = parts.get(shard)
+        if p is None:
+            p = parts[shard] = {name: 0 for name in _SUMS}
+            p.update(shard=shard, acceptance_histogram=[], engine_seconds=0.0, started_at=cols["_started_at"][i],
+                     finished_at=cols["_finished_at"][i], files=files.get(shard, 0), engine=cols["_engine"][i])
+        p["rows"] += 1
+        if cols["error"][i] is not None:
+            p["errors"] += 1
+            continue
+        for row_col, part_col in _ROW_SUMS.items():
+            p[part_col] += cols[row_col][i]
+        p["acceptance_histogram"] = add_histograms(p["acceptance_histogram"], cols["acceptance_histogram"][i])
+        p["engine_seconds"] += cols["engine_seconds"][i]
+        p["started_at"] = min(p["started_at"], cols["_started_at"][i])
+        p["finished_at"] = max(p["finished_at"], cols["_finished_at"][i])
+    return pa.Table.from_pylist(list(parts.values()), schema=PARTIAL_SCHEMA)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else 0.0
+
+
+@dataclass
+class ShardStats:
+    """Running figures for one input shard."""
+
+    shard: str
+    input_rows: int
+    rows: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    iterations: int = 0
+    diffusion_passes: int = 0
+    forward_passes: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    acceptance_histogram: list[int] = field(default_factory=list)
+    engine_seconds: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    files: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every input row of the shard is written (the point where a shard can be committed)."""
+        return self.rows == self.input_rows
+
+    def add(self, p: dict[str, Any]) -> None:
+        for name in _SUMS:
+            setattr(self, name, getattr(self, name) + p[name])
+        self.acceptance_histogram = add_histograms(self.acceptance_histogram, p["acceptance_histogram"])
+        self.engine_seconds += p["engine_seconds"]
+        self.files += p["files"]
+        self.started_at = p["started_at"] if self.started_at is None else min(self.started_at, p["started_at"])
+        self.finished_at = p["finished_at"] if self.finished_at is None else max(self.finished_at, p["finished_at"])
+
+    def figures(self) -> dict[str, Any]:
+        """The shards.parquet row (definitions in the module docstring)."""
+        wall = (self.finished_at - self.started_at) if self.started_at is not None else 0.0
+        return {
+            "shard": self.shard, "input_rows": self.input_rows,
+            **{name: getattr(self, name) for name in _SUMS},
+            "tokens_per_forward": _ratio(self.completion_tokens, self.forward_passes),
+            "mean_acceptance_length": _ratio(self.completion_tokens, self.iterations),
+            "acceptance_histogram": self.acceptance_histogram,
+            "wall_seconds": wall, "engine_seconds": self.engine_seconds,
+            "tokens_per_s": _ratio(self.completion_tokens, self.engine_seconds),
+            "output_files": self.files,
+        }
+
+
+SHARDS_SCHEMA = pa.schema(
+    [("shard", pa.string()), ("input_rows", pa.int64())]
+    + [(name, pa.int64()) for name in _SUMS]
+    + [("tokens_per_forward", pa.float64()), ("mean_acceptance_length", pa.float64()),
+       ("acceptance_histogram", pa.list_(pa.int64())), ("wall_seconds", pa.float64()),
+       ("engine_seconds", pa.float64()), ("tokens_per_s", pa.float64()), ("output_files", pa.int64())]
+)
+
+
+class StatsAccumulator:
+    """Folds partial rows into per-shard figures in the driver (O(shards) memory)."""
+
+    def __init__(self, shards: Iterable[tuple[str, int]]) -> None:
+        self.shards = {uri: ShardStats(uri, n) for uri, n in shards}
+        self.engines: dict[str, int] = {}  # `_engine` JSON -> partial rows seen
+        self.total = ShardStats("(all)", sum(s.input_rows for s in self.shards.values()))
+
+    def add(self, partials: pa.Table) -> None:
+        for p in partials.to_pylist():
+            stats = self.shards.get(p["shard"])
+            if stats is None:
+                raise RuntimeError(f"rows arrived for shard {p['shard']!r}, which is not an input shard")
+            stats.add(p)
+            self.total.add(p)
+            self.engines[p["engine"]] = self.engines.get(p["engine"], 0) + 1
+
+    @property
+    def shards_done(self) -> int:
+        return sum(s.complete for s in self.shards.values())
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist([s.figures() for s in self.shards.values()], schema=SHARDS_SCHEMA)
+
+    def engine_facts(self) -> list[dict[str, Any]]:
+        """Distinct engine descriptions (one per actor process), pid dropped."""
+        seen, out = set(), []
+        for text in self.engines:
+            facts = json.loads(text)
+            facts.pop("pid", None)
+            key = json.dumps(facts, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(facts)
+        return out
+
+    @property
+    def actors(self) -> int:
+        return len(self.engines)
+
+    def totals(self, job_seconds: float) -> dict[str, Any]:
+        """Run totals; tokens_per_s here is the job's throughput (completion tokens / job wall time)."""
+        t = self.total.figures()
+        t.pop("shard")
+        t.pop("output_files")
+        t.update(shards=len(self.shards), shards_complete=self.shards_done, output_files=self.total.files,
+                 job_seconds=job_seconds, engine_tokens_per_s=t["tokens_per_s"],
+                 tokens_per_s=_ratio(self.total.completion_tokens, job_seconds),
+                 rows_per_s=_ratio(self.total.rows, job_seconds))
+        t.pop("wall_seconds")
+        return t

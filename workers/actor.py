@@ -1,0 +1,73 @@
+"""GenerateActor: the Ray Data callable class that owns one Engine.
+
+Ray builds one per actor in the pool (`map_batches(GenerateActor, compute=ActorPoolStrategy)`):
+`__init__` pays for the heavy imports and the model load once; each `__call__` is one batch of
+rows and one `engine.generate`. torch is imported here only, never in the driver.
+"""
+from __future__ import annotations
+
+import os
+import pyarrow as pa
+
+from workers.rows import engine_info_json, process_batch
+from workers.spec import WorkerSpec
+
+# What a worker fetches for a hub id: weights, configs and the tokenizer. Never code (issue 6:
+# no remote code).
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
+
+
+def resolve_model_dir(path: str) -> str:
+    """A local checkpoint folder for `path`: the folder itself, or a hub snapshot in the HF cache."""
+    if os.path.isdir(path):
+        return os.path.abspath(path)
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise FileNotFoundError(f"model.path {path!r} is not a checkpoint folder nor a hub id (org/name)")
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(path, allow_patterns=_HUB_PATTERNS)
+
+
+class GenerateActor:
+    """Loads the tokenizer and Engine once; generates one batch per call.
+
+    Args:
+        spec: the job's worker settings (model, engine, columns, sampling, chat template).
+    """
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        from workers.engine import Engine
+
+        self.spec = spec
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = spec.dtype if spec.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+        model_dir = resolve_model_dir(spec.model_path)
+        self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype,
+                                             max_batch_size=spec.max_batch_size, max_model_len=spec.max_model_len)
+        cfg = self.engine.config
+        if spec.mode == "orthrus" and not cfg.is_orthrus:
+            raise ValueError(f"model {spec.model_path!r} is a plain Qwen3 checkpoint (no Orthrus heads); "
+                             f"set engine.mode=ar")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.engine.model_dir))
+        if spec.chat_template and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"model {spec.model_path!r} has no chat template; set prompt.chat_template=false")
+        self.info = engine_info_json(
+            device=device,
+            device_name=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            dtype=dtype,
+            model_dir=str(self.engine.model_dir),
+            is_orthrus=bool(cfg.is_orthrus),
+            block_size=spec.block_size or getattr(cfg, "block_size", None),
+            max_model_len=int(self.engine.max_model_len),
+            torch=torch.__version__,
+        )
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return process_batch(batch, self.spec, self.tokenizer, self.engine, self.info)
+
+    def __repr__(self) -> str:  # shown in Ray's actor names and errors
+        return f"GenerateActor({self.spec.model_path!r}, mode={self.spec.mode})"
+

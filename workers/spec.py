@@ -1,0 +1,30 @@
+"""WorkerSpec: everything an engine actor needs to know, as a frozen value.
+
+The driver builds it from the job config (pipeline/job.py); the worker never sees pydantic or
+YAML, so `workers` does not import `pipeline` (imports run jobs -> pipeline -> workers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    model_path: str  # local folder or hub id
+    dtype: str = "auto"  # auto | float32 | bfloat16
+    mode: str = "orthrus"  # orthrus | ar
+    block_size: int | None = None
+    max_batch_size: int = 64
+    max_model_len: int = 4096
+    prompt_column: str | None = "prompt"
+    messages_column: str | None = None
+    id_column: str | None = None
+    sampling_columns: tuple[tuple[str, str], ...] = ()  # (SamplingParams field, input column)
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    chat_template: bool = True
+    enable_thinking: bool = False
+    s3_input: bool = False  # Ray's `path` column drops the scheme; put s3:// back for `shard`
