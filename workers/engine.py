@@ -30,8 +30,8 @@ class Engine:
                  max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048) -> None:
         self.model, self.model_dir = model, model_dir
         self.config: ModelConfig = model.config
-        self.device = model.model.embed_tokens.weight.device
-        self.dtype = model.model.embed_tokens.weight.dtype
+        weight = next(model.parameters())
+        self.device, self.dtype = weight.device, weight.dtype
         self.max_batch_size, self.max_model_len = max_batch_size, max_model_len
         self.max_block_size = max(max_block_size, self.config.block_size or 1)
         self.prefill_chunk = prefill_chunk

@@ -70,7 +70,7 @@ def tiny_config(*, orthrus: bool = True, vocab_size: int = 272, hidden_size: int
         "use_sliding_window": False,
         "bos_token_id": None,
         "eos_token_id": list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else eos_token_id,
-        "pad_token_id": 256,
+        "pad_token_id": eos_token_id[-1] if isinstance(eos_token_id, (list, tuple)) else eos_token_id,
         "torch_dtype": "float32",
         "use_cache": False,
     }

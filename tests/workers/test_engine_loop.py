@@ -1,0 +1,96 @@
+"""The decode loop with drafts that often pass: a scripted model makes acceptance predictable.
+
+The "counting" model's AR view always continues t -> (5t + 3) mod 56. Its diffusion view
+drafts that chain from the anchor, but gets the token wrong wherever position % 5 == 4, so
+acceptance lengths vary between 1 and K and every path of accept/commit is exercised.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from workers.config import ModelConfig
+from workers.engine import Engine, SamplingParams
+from workers.tiny import tiny_config
+
+V, MASK = 64, 61
+
+
+def step(t):
+    return (5 * t + 3) % 56
+
+
+class CountingModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = ModelConfig.from_dict(tiny_config(vocab_size=V, mask_token_id=MASK, eos_token_id=(58,)))
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.calls = {"ar": 0, "diffusion": 0}
+
+    def forward(self, input_ids, positions, view, attend):
+        self.calls[view] += 1
+        if view == "ar":
+            nxt = step(input_ids)
+        else:  # block index i drafts the token at position + 1 from the anchor alone
+            nxt, t = torch.empty_like(input_ids), input_ids[:, 0]
+            for i in range(input_ids.shape[1]):
+                t = step(t)
+                nxt[:, i] = torch.where((positions[:, i] + 1) % 5 == 4, (t + 1) % 56, t)
+        return nxt
+
+    def logits(self, nxt):
+        return torch.nn.functional.one_hot(nxt, V).float() * 10
+
+
+def chain(start, n):
+    out, t = [], start
+    for _ in range(n):
+        t = step(t)
+        out.append(t)
+    return out
+
+
+def engine(max_batch_size=3):
+    return Engine(CountingModel(), "counting", max_batch_size=max_batch_size, max_model_len=200)
+
+
+@pytest.mark.parametrize("K", [2, 4, 8, 32])
+def test_long_acceptances_commit_exactly_the_ar_chain(K):
+    prompts = [[1, 2, 3], [9], [4] * 40, [7, 8], [30, 31, 32, 33]]
+    budgets = [50, 7, 13, 100, 1]
+    eng = engine()
+    res = eng.generate(prompts, [SamplingParams(max_new_tokens=n, stop_token_ids=(), block_size=K) for n in budgets])
+    for p, n, r in zip(prompts, budgets, res):
+        assert r.token_ids == chain(p[-1], n)
+        assert r.finish_reason == "length"
+        assert len(r.token_ids) == r.stats.accepted_tokens + r.stats.iterations
+    lengths = [x for r in res for x in r.stats.acceptance_lengths]
+    assert max(lengths) == min(K, 5)  # a wrong draft every 5 positions caps acceptance at 5
+    its = sum(r.stats.iterations for r in res)
+    assert eng.model.calls["diffusion"] < its  # one pass serves every row of the batch
+
+
+def test_stop_token_inside_an_accepted_block_ends_the_row_there():
+    eng = engine()
+    expected = chain(9, 60)
+    stop = expected[10]
+    assert stop not in expected[:10]
+    r = eng.generate([[9]], SamplingParams(max_new_tokens=60, stop_token_ids=(stop, 57), block_size=8))[0]
+    assert r.token_ids == expected[:11]
+    assert r.finish_reason == "stop"
+
+
+def test_budget_ending_mid_block_and_more_prompts_than_slots():
+    eng = engine(max_batch_size=2)
+    prompts = [[i] for i in range(9)]
+    res = eng.generate(prompts, [SamplingParams(max_new_tokens=3 + i, stop_token_ids=(), block_size=16) for i in range(9)])
+    assert [r.token_ids for r in res] == [chain(i, 3 + i) for i in range(9)]
+
+
+def test_ar_mode_is_one_verify_pass_per_token():
+    eng = engine()
+    r = eng.generate([[5, 6]], SamplingParams(max_new_tokens=20, stop_token_ids=()), mode="ar")[0]
+    assert r.token_ids == chain(6, 20)
+    assert r.stats.iterations == 20 and r.stats.diffusion_passes == 0 and r.stats.acceptance_lengths == [1] * 20
+    assert eng.model.calls == {"ar": 21, "diffusion": 0}  # prefill + 20 steps
