@@ -43,7 +43,9 @@ def _write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table, local: bool)
         with fs.open_output_stream(path) as f:
             pq.write_table(table, f)
         return
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    folder, name = path.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"  # a leading dot: Parquet readers skip it
     with fs.open_output_stream(tmp) as f:
         pq.write_table(table, f)
     fs.move(tmp, path)

@@ -1,0 +1,108 @@
+"""JobConfig: YAML in, `--set` overrides, and errors that name the key and the problem."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, JobConfig, apply_override, build_config, load_config
+
+MINIMAL = {"input": {"path": "data/*.parquet", "prompt_column": "prompt"}, "model": {"path": "m"},
+           "output": {"path": "out"}}
+
+
+def _job(tmp_path, text: str):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults():
+    cfg = build_config(MINIMAL)
+    assert cfg.engine.mode == "orthrus" and cfg.engine.block_size is None
+    assert cfg.sampling.max_new_tokens == 256 and cfg.sampling.temperature == 0.0
+    assert cfg.resources.cpus_per_worker == 0.5 and cfg.resources.num_workers is None
+    assert cfg.prompt.chat_template is True and cfg.prompt.enable_thinking is False
+
+
+def test_every_field_is_described():
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{prefix}{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann, f"{prefix}{name}.")
+
+    walk(JobConfig)
+
+
+def test_yaml_with_overrides(tmp_path):
+    path = _job(tmp_path, "input: {path: in, prompt_column: text}\nmodel: {path: m}\noutput: {path: o}\n")
+    cfg = load_config(path, ["engine.mode=ar", "resources.cpus_per_worker=0.25", "sampling.seed=7",
+                             "engine.block_size=null", "input.sampling_columns.temperature=temp"])
+    assert cfg.engine.mode == "ar"
+    assert cfg.resources.cpus_per_worker == 0.25
+    assert cfg.sampling.seed == 7
+    assert cfg.input.sampling_columns.columns() == {"temperature": "temp"}
+
+
+def test_unknown_key_is_named_with_the_choices():
+    with pytest.raises(ConfigError) as err:
+        build_config({**MINIMAL, "engine": {"modee": "ar"}})
+    assert str(err.value) == ("job: engine.modee: unknown key (known here: block_size, max_batch_size, "
+                              "max_model_len, mode)")
+
+
+def test_bad_values_name_each_key():
+    with pytest.raises(ConfigError) as err:
+        build_config({**MINIMAL, "engine": {"mode": "fast", "max_batch_size": 0}})
+    assert str(err.value) == ("job: engine.mode: Input should be 'orthrus' or 'ar' (got 'fast'); "
+                              "engine.max_batch_size: Input should be greater than or equal to 1 (got 0)")
+
+
+def test_missing_section_and_prompt_source():
+    with pytest.raises(ConfigError) as err:
+        build_config({"input": {"path": "x"}, "model": {"path": "m"}})
+    assert str(err.value) == ("job: input: Value error, set exactly one of prompt_column and messages_column; "
+                              "output: required key is missing")
+
+
+def test_messages_need_chat_template():
+    raw = {**MINIMAL, "input": {"path": "x", "messages_column": "messages"}, "prompt": {"chat_template": False}}
+    with pytest.raises(ConfigError, match=r"input.messages_column needs prompt.chat_template=true"):
+        build_config(raw)
+
+
+def test_override_errors_name_the_key(tmp_path):
+    path = _job(tmp_path, "input: {path: in, prompt_column: text}\nmodel: {path: m}\noutput: {path: o}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["sampling.temperature=hot"])
+    assert str(err.value) == f"{path}: sampling.temperature: Input should be a valid number, unable to parse " \
+                             f"string as a number (got 'hot')"
+    with pytest.raises(ConfigError, match=r"^--set 'engine': expected key=value, e.g. engine.mode=ar$"):
+        load_config(path, ["engine"])
+    with pytest.raises(ConfigError, match=r"^--set model.path.x: model.path is a value \('m'\), not a section$"):
+        load_config(path, ["model.path.x=1"])
+    with pytest.raises(ConfigError, match=r"^.*: resources.gpus: unknown key \(known here: batch_size, "
+                                          r"cpus_per_worker, gpus_per_worker, num_workers\)$"):
+        load_config(path, ["resources.gpus=1"])
+
+
+def test_override_value_is_yaml():
+    raw: dict = {}
+    apply_override(raw, "a.b=0.5")
+    apply_override(raw, "a.c=true")
+    apply_override(raw, "a.d=null")
+    apply_override(raw, "e=[1, 2]")
+    assert raw == {"a": {"b": 0.5, "c": True, "d": None}, "e": [1, 2]}
+
+
+def test_unreadable_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: cannot read job file \(No such file or directory\)"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"job.yaml: a job must be a mapping of keys, got list"):
+        load_config(_job(tmp_path, "- 1\n- 2\n"))
+
+
+def test_config_is_frozen():
+    cfg = build_config(MINIMAL)
+    with pytest.raises(Exception):
+        cfg.engine.mode = "ar"  # type: ignore[misc]
