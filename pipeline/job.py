@@ -80,8 +80,7 @@ def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, clust
     batch = config.resources.batch_size
     ds = ray.data.read_parquet(
         [s.fs_path for s in shards], filesystem=loc.filesystem, include_paths=True, include_row_hash=True,
-        columns=input_columns(config) + [RAY_PATH_COLUMN, RAY_HASH_COLUMN],
-    )
+    ).select_columns(input_columns(config) + [RAY_PATH_COLUMN, RAY_HASH_COLUMN])  # pushed down into the read
     ds = ds.repartition(target_num_rows_per_block=batch)
     ds = ds.map_batches(
         GenerateActor, fn_constructor_kwargs={"spec": worker_spec(config, loc.is_s3)}, batch_size=batch,
