@@ -36,8 +36,9 @@ _COMMIT_CPUS = 0.25  # commit tasks mostly wait on I/O
 def worker_spec(config: JobConfig, s3_input: bool) -> WorkerSpec:
     """The frozen settings each actor receives."""
     c = config
+    model = os.path.abspath(c.model.path) if os.path.isdir(c.model.path) else c.model.path  # workers' cwd differs
     return WorkerSpec(
-        model_path=c.model.path, dtype=c.model.dtype, mode=c.engine.mode, block_size=c.engine.block_size,
+        model_path=model, dtype=c.model.dtype, mode=c.engine.mode, block_size=c.engine.block_size,
         max_batch_size=c.engine.max_batch_size, max_model_len=c.engine.max_model_len,
         prompt_column=c.input.prompt_column, messages_column=c.input.messages_column, id_column=c.input.id_column,
         sampling_columns=tuple(c.input.sampling_columns.columns().items()),

@@ -1,0 +1,41 @@
+# orthrus-batch: `make demo` (venv, install, demo job on a local Ray) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.orthrus-batch-installed
+# torch is pinned here, not in pyproject: 2.13.0 is the CPU build this machine kind has on disk
+# (an unpinned torch pulls a multi-GB CUDA build); GPU images keep the torch they ship.
+TORCH := torch==2.13.0
+
+# The trained demo model once it ships (demo/model), else a tiny random one built on the spot.
+ifneq ($(wildcard demo/model/config.json),)
+DEMO_SET := --set model.path=demo/model
+else
+DEMO_SET :=
+endif
+
+.PHONY: demo test install clean-demo
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)" -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.make_demo --out build/demo
+	$(VENV)/bin/orthrus-batch run jobs/examples/demo.yaml $(DEMO_SET)
+	@echo
+	@echo "outputs: runs/demo/outputs/  (one row per prompt)"
+	@echo "stats:   runs/demo/stats/shards.parquet  (one row per input shard)"
+	@echo "summary: runs/demo/summary.json"
+
+test: $(STAMP)
+	RAY_AUTH_MODE=disabled $(PY) -m pytest -q
+
+clean-demo:
+	rm -rf build/demo runs/demo
