@@ -22,7 +22,7 @@ from typing import Any, Callable
 from pipeline.config import JobConfig, build_config, load_config
 from pipeline.outputs import OUTPUTS_DIR, commit_batch, prepare_output, write_shard_stats, write_summary
 from pipeline.progress import Progress, format_summary
-from pipeline.shards import Shard, list_shards
+from pipeline.shards import InputError, Shard, list_shards
 from pipeline.stats import StatsAccumulator
 from pipeline.storage import locate
 from workers.rows import RAY_HASH_COLUMN, RAY_PATH_COLUMN
@@ -46,6 +46,16 @@ def worker_spec(config: JobConfig, s3_input: bool) -> WorkerSpec:
         top_p=c.sampling.top_p, seed=c.sampling.seed, chat_template=c.prompt.chat_template,
         enable_thinking=c.prompt.enable_thinking, s3_input=s3_input,
     )
+
+
+def check_model_path(path: str) -> None:
+    """Fail before Ray starts when model.path is neither a checkpoint folder nor a hub id (org/name)."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise InputError(f"model.path {path!r}: the folder has no config.json")
+        return
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise InputError(f"model.path {path!r}: no checkpoint folder there, and not a hub id (org/name)")
 
 
 def input_columns(config: JobConfig) -> list[str]:
@@ -135,6 +145,7 @@ def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], N
     import ray
 
     config = _coerce(config)
+    check_model_path(config.model.path)
     shards = list_shards(config.input.path, input_columns(config))
     out = prepare_output(config.output.path, config.output.overwrite)
     _ensure_ray(config)

@@ -59,8 +59,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"model {summary['model']['path']}, {summary['actors']} actor(s) on {devices}",
         f"  rows       {t['rows']:,} in {t['shards']} shard(s), {t['errors']:,} with errors",
         f"  tokens     {t['prompt_tokens']:,} prompt, {t['completion_tokens']:,} completion",
-        f"  speed      {t['tokens_per_s']:,.1f} tok/s overall ({t['rows_per_s']:,.1f} rows/s); "
-        f"engine {t['engine_tokens_per_s']:,.1f} tok/s",
+        f"  speed      {t['tokens_per_s']:,.1f} tok/s overall ({t['rows_per_s']:,.1f} rows/s), "
+        f"{t['steady_tokens_per_s']:,.1f} once actors were up; engine {t['engine_tokens_per_s']:,.1f} tok/s",
         f"  decoding   {t['mean_acceptance_length']:.2f} tokens per iteration, {t['tokens_per_forward']:.2f} per "
         f"forward pass; acceptance lengths {shares}",
         f"  outputs    {summary['paths']['outputs']}",

@@ -188,13 +188,16 @@ class StatsAccumulator:
         return len(self.engines)
 
     def totals(self, job_seconds: float) -> dict[str, Any]:
-        """Run totals; tokens_per_s here is the job's throughput (completion tokens / job wall time)."""
+        """Run totals. tokens_per_s: completion tokens / job wall time (startup included);
+        steady_tokens_per_s: completion tokens / (last batch end - first batch start), the rate once
+        actors are up (what to hold against the bare engine)."""
         t = self.total.figures()
         t.pop("shard")
         t.pop("output_files")
         t.update(shards=len(self.shards), shards_complete=self.shards_done, output_files=self.total.files,
                  job_seconds=job_seconds, engine_tokens_per_s=t["tokens_per_s"],
                  tokens_per_s=_ratio(self.total.completion_tokens, job_seconds),
-                 rows_per_s=_ratio(self.total.rows, job_seconds))
+                 rows_per_s=_ratio(self.total.rows, job_seconds), steady_seconds=t["wall_seconds"],
+                 steady_tokens_per_s=_ratio(self.total.completion_tokens, t["wall_seconds"]))
         t.pop("wall_seconds")
         return t

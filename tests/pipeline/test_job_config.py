@@ -106,3 +106,19 @@ def test_config_is_frozen():
     cfg = build_config(MINIMAL)
     with pytest.raises(Exception):
         cfg.engine.mode = "ar"  # type: ignore[misc]
+
+
+def test_readme_documents_every_key():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann, f"{prefix}{name}.")
+            else:
+                assert f"| `{prefix}{name}` |" in readme, f"README lacks {prefix}{name}"
+
+    walk(JobConfig)
