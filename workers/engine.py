@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from workers.config import ModelConfig
+from workers.cuda_graphs import GraphedSteps
 from workers.kv_cache import KVCache
 from workers.loader import load_model
 from workers.model import Qwen3Orthrus
@@ -23,11 +24,15 @@ from workers.scheduler import Scheduler
 __all__ = ["Engine", "SamplingParams", "Result", "RequestStats"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("orthrus", "ar")
+MAX_STOP_IDS = 16
 
 
 class Engine:
     def __init__(self, model: Qwen3Orthrus, model_dir: Path, *, max_batch_size: int = 64,
-                 max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048) -> None:
+                 max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048,
+                 cuda_graphs: bool | None = None, compile: bool = False) -> None:
+        if hasattr(model, "fuse_for_inference"):
+            model.fuse_for_inference()
         self.model, self.model_dir = model, model_dir
         self.config: ModelConfig = model.config
         weight = next(model.parameters())
@@ -36,6 +41,13 @@ class Engine:
         self.max_block_size = max(max_block_size, self.config.block_size or 1)
         self.prefill_chunk = prefill_chunk
         self.cache = KVCache(self.config, max_batch_size, max_model_len + self.max_block_size, self.device, self.dtype)
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        # the decode step's model: compiled (static shapes) when asked; prefill stays eager
+        self.step_model = _Compiled(model) if compile else model
+        self.drafter = None  # bench hook: replaces the drafts (synthetic acceptance); see bench/
+        # state and graphs live as long as the engine: a graph is captured once per shape, ever
+        self.state = SlotState.allocate(max_batch_size, max_model_len, MAX_STOP_IDS, self.device)
+        self.run_step = GraphedSteps(self.state, self._step) if self.cuda_graphs else self._step
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32", max_batch_size: int = 64,
@@ -69,6 +81,8 @@ class Engine:
         groups: dict[int, list[int]] = {}
         for i, (prompt, p) in enumerate(zip(prompts, plist)):
             self._check_prompt(i, prompt)
+            if p.stop_token_ids is not None and len(p.stop_token_ids) > MAX_STOP_IDS:
+                raise ValueError(f"prompt {i}: at most {MAX_STOP_IDS} stop_token_ids, got {len(p.stop_token_ids)}")
             groups.setdefault(self._block_size(p, mode), []).append(i)
         results: list[Result | None] = [None] * len(prompts)
         for K, ids in sorted(groups.items()):
@@ -97,22 +111,36 @@ class Engine:
         """Continuous batching over the requests `ids`, all with block size K."""
         budgets = {i: min(plist[i].max_new_tokens, self.max_model_len - len(prompts[i])) for i in ids}
         stops = {i: plist[i].stop_token_ids if plist[i].stop_token_ids is not None else self.config.eos_token_ids for i in ids}
-        n_stop = max([len(s) for s in stops.values()] + [1])
         sched = Scheduler(ids, min(self.max_batch_size, len(ids)))
-        st = SlotState.allocate(len(sched.slot_request), max(budgets.values()), n_stop, self.device)
+        st = self.state
+        st.active.zero_()  # a previous call that raised may have left rows behind
+        max_len = 0  # longest row in the cache, as read back after the previous iteration
         while not sched.finished():
             admitted = sched.admit()
             if admitted:
                 self._start(st, admitted, prompts, plist, budgets, stops)
+                max_len = max([max_len] + [len(prompts[r]) for _, r in admitted])
             busy = [sched.slot_request[s] for s in sched.busy]
-            B = sched.bucket()
-            n_keys = min(self.cache.positions, max(len(prompts[r]) + budgets[r] for r in busy) + K)
+            B = self._bucket(sched.bucket(), len(sched.slot_request))
+            n_keys = min(self.cache.positions, _round_up(max_len + K, 128 if self.cuda_graphs else 1))
             sampling = any(plist[r].temperature > 0 for r in busy)
             with torch.inference_mode():
-                finished = iterate(self.model, self.cache, st, B, K, n_keys, sampling)
-            done = finished.nonzero().flatten().tolist()  # the one host sync of an iteration
+                flags = self.run_step(B, K, n_keys, sampling).tolist()  # the one host sync of an iteration
+            max_len = flags[-1]
+            done = [i for i, f in enumerate(flags[:-1]) if f]
             if done:
                 self._collect(st, done, sched, prompts, K, results)
+
+    def _step(self, B: int, K: int, n_keys: int, sampling: bool) -> torch.Tensor:
+        """One iteration; returns [finished (B) ..., longest length] as one int64 tensor."""
+        finished = iterate(self.step_model, self.cache, self.state, B, K, n_keys, sampling, self.drafter)
+        return torch.cat([finished.long(), self.state.length[:B].max()[None]])
+
+    def _bucket(self, busy_slots: int, slots: int) -> int:
+        """With CUDA graphs, round B up to a power of two so few shapes are captured."""
+        if not self.cuda_graphs:
+            return busy_slots
+        return min(slots, 1 << (busy_slots - 1).bit_length())
 
     def _start(self, st: SlotState, admitted, prompts, plist, budgets, stops) -> None:
         """Load the admitted requests' parameters into their slots and prefill their prompts."""
@@ -148,6 +176,7 @@ class Engine:
         idx = torch.tensor(done, device=self.device)
         out, hist = st.out[idx].cpu(), st.hist[idx].cpu()
         gen, its, acc, stopped = (t[idx].cpu().tolist() for t in (st.generated, st.iterations, st.accepted, st.stopped))
+        st.length[idx] = 0  # a free slot must not inflate the key range of later steps
         for row, slot in enumerate(done):
             rid = sched.release(slot)
             stats = RequestStats(
@@ -156,3 +185,21 @@ class Engine:
                 acceptance_lengths=hist[row, : its[row]].tolist(),
             )
             results[rid] = Result(out[row, : gen[row]].tolist(), "stop" if stopped[row] else "length", stats)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+class _Compiled:
+    """The model with its forward compiled by torch.compile (inductor, static shapes)."""
+
+    def __init__(self, model: Qwen3Orthrus) -> None:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = 256  # one entry per (B, K, n_keys, view)
+        self.config, self.logits = model.config, model.logits
+        self.forward = torch.compile(model.forward, dynamic=False)
+
+    def __call__(self, *args):
+        return self.forward(*args)

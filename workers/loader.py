@@ -81,5 +81,5 @@ def load_model(path_or_id: str | Path, device: str = "cpu", dtype: torch.dtype =
                     raise CheckpointError(f"{fpath.name}: tensor {name} has shape {tuple(t.shape)}, expected {tuple(params[name].shape)}")
                 state[name] = t.to(device=device, dtype=dtype)
     model.load_state_dict(state, assign=True, strict=True)
-    model.inv_freq = (1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))).to(device)
+    model.inv_freq = model.rope_frequencies(device)
     return model.eval().requires_grad_(False), folder

@@ -64,14 +64,32 @@ class Attention(nn.Module):
     def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, view: str):
         """Queries, keys, values of one view, normed and rotated. x: [B, T, hidden]."""
         B, T, _ = x.shape
-        if view == "diffusion":
-            qp, kp, vp, qn, kn = self.q_proj_diff, self.k_proj_diff, self.v_proj_diff, self.q_norm_diff, self.k_norm_diff
+        diff = view == "diffusion"
+        qn, kn = (self.q_norm_diff, self.k_norm_diff) if diff else (self.q_norm, self.k_norm)
+        if hasattr(self, "qkv_proj"):  # fused for inference: one GEMM instead of three
+            q, k, v = (self.qkv_proj_diff if diff else self.qkv_proj)(x).split(self.split, dim=-1)
+        elif diff:
+            q, k, v = self.q_proj_diff(x), self.k_proj_diff(x), self.v_proj_diff(x)
         else:
-            qp, kp, vp, qn, kn = self.q_proj, self.k_proj, self.v_proj, self.q_norm, self.k_norm
-        q = qn(qp(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # [B, H, T, D]
-        k = kn(kp(x).view(B, T, self.n_kv, self.head_dim)).transpose(1, 2)  # [B, KVH, T, D]
-        v = vp(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # [B, KVH, T, D]
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = qn(q.view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # [B, H, T, D]
+        k = kn(k.view(B, T, self.n_kv, self.head_dim)).transpose(1, 2)  # [B, KVH, T, D]
+        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # [B, KVH, T, D]
         return rope(q, cos, sin), rope(k, cos, sin), v
+
+    def fuse(self) -> None:
+        """q/k/v_proj -> qkv_proj (and the *_diff twins): see Qwen3Orthrus.fuse_for_inference."""
+        self.split = [self.n_heads * self.head_dim, self.n_kv * self.head_dim, self.n_kv * self.head_dim]
+        for suffix in ("", "_diff") if self.orthrus else ("",):
+            parts = [getattr(self, f"{p}_proj{suffix}") for p in "qkv"]
+            fused = nn.Linear(parts[0].in_features, sum(self.split), bias=parts[0].bias is not None,
+                              device=parts[0].weight.device, dtype=parts[0].weight.dtype)
+            fused.weight.data = torch.cat([p.weight.data for p in parts])
+            if fused.bias is not None:
+                fused.bias.data = torch.cat([p.bias.data for p in parts])
+            setattr(self, f"qkv_proj{suffix}", fused.requires_grad_(False))
+            for p in "qkv":
+                delattr(self, f"{p}_proj{suffix}")
 
     def forward(self, x, cos, sin, view: str, attend: Attend, layer_idx: int) -> torch.Tensor:
         B, T, _ = x.shape
@@ -89,7 +107,17 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "gate_up_proj"):
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def fuse(self) -> None:
+        fused = nn.Linear(self.gate_proj.in_features, 2 * self.gate_proj.out_features, bias=False,
+                          device=self.gate_proj.weight.device, dtype=self.gate_proj.weight.dtype)
+        fused.weight.data = torch.cat([self.gate_proj.weight.data, self.up_proj.weight.data])
+        self.gate_up_proj = fused.requires_grad_(False)
+        del self.gate_proj, self.up_proj
 
 
 class DecoderLayer(nn.Module):
@@ -125,9 +153,12 @@ class Qwen3Orthrus(nn.Module):
         self.model = Body(cfg, self.orthrus)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        d = cfg.head_dim
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", self.rope_frequencies(), persistent=False)
+
+    def rope_frequencies(self, device=None) -> torch.Tensor:
+        """RoPE inverse frequencies, fp32. Recomputed after loading (meta-device builds leave it empty)."""
+        d = self.config.head_dim
+        return 1.0 / (self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
 
     def rotary(self, positions: torch.Tensor, dtype: torch.dtype):
         """cos/sin for absolute positions [B, T] -> [B, 1, T, D], computed in fp32."""
@@ -144,6 +175,18 @@ class Qwen3Orthrus(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, view, attend, i)
         return self.model.norm(x)
+
+    def fuse_for_inference(self) -> "Qwen3Orthrus":
+        """Concatenate weights that read the same input, once, after loading:
+            q_proj + k_proj + v_proj             -> qkv_proj       (rows in that order)
+            q/k/v_proj_diff                      -> qkv_proj_diff
+            gate_proj + up_proj                  -> gate_up_proj
+        Outputs are unchanged; a batch-1 step launches fewer, larger GEMMs. The module no longer
+        matches the checkpoint's names afterwards, so training code never calls this."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight

@@ -88,8 +88,11 @@ def commit(s: SlotState, a: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def iterate(model: Qwen3Orthrus, cache: KVCache, st: SlotState, B: int, K: int, n_keys: int,
-            sampling: bool) -> torch.Tensor:
-    """One draft/verify/accept/commit round for slots 0..B-1; returns finished [B]."""
+            sampling: bool, drafter=None) -> torch.Tensor:
+    """One draft/verify/accept/commit round for slots 0..B-1; returns finished [B].
+
+    `drafter(state, positions, drafts) -> drafts` replaces the drafts after the diffusion pass
+    (benchmarks use it to set acceptance synthetically; the pass still runs and costs the same)."""
     s = st.view(B)
     rows = torch.arange(B, device=s.length.device)
     pos = s.length[:, None] + torch.arange(K, device=rows.device)  # [B, K]
@@ -98,6 +101,8 @@ def iterate(model: Qwen3Orthrus, cache: KVCache, st: SlotState, B: int, K: int, 
         draft_attend = CachedAttend(cache, rows, pos, block_mask(s.length, K, n_keys), n_keys, True)
         hidden = model(block, pos, "diffusion", draft_attend)[:, : K - 1]  # [B, K-1, H]
         drafts, q = draft_tokens(model.logits(hidden), s, pos[:, 1:], sampling)  # [B, K-1]
+        if drafter is not None:
+            drafts = drafter(s, pos[:, 1:], drafts)
     else:
         drafts, q = s.anchor.new_zeros(B, 0), None
     verify = torch.cat([s.anchor[:, None], drafts], 1)  # [B, K]
