@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from pipeline.config import JobConfig, build_config, load_config
 from pipeline.outputs import OUTPUTS_DIR, commit_batch, prepare_output, write_shard_stats, write_summary
-from pipeline.progress import Progress, format_summary
+from pipeline.progress import Progress, flush_print, format_summary
 from pipeline.shards import InputError, Shard, list_shards
 from pipeline.stats import StatsAccumulator
 from pipeline.storage import locate
@@ -40,6 +40,7 @@ def worker_spec(config: JobConfig, s3_input: bool) -> WorkerSpec:
     return WorkerSpec(
         model_path=model, dtype=c.model.dtype, mode=c.engine.mode, block_size=c.engine.block_size,
         max_batch_size=c.engine.max_batch_size, max_model_len=c.engine.max_model_len,
+        cuda_graphs=c.engine.cuda_graphs, compile=c.engine.compile,
         prompt_column=c.input.prompt_column, messages_column=c.input.messages_column, id_column=c.input.id_column,
         sampling_columns=tuple(c.input.sampling_columns.columns().items()),
         max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature, top_k=c.sampling.top_k,
@@ -130,12 +131,14 @@ def _coerce(config: JobConfig | dict[str, Any] | str) -> JobConfig:
     return load_config(config)
 
 
-def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_job(config: JobConfig | dict[str, Any] | str, *,
+            echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one generation job to completion.
 
     Args:
         config: a JobConfig, a dict in the YAML's shape, or the path of a job YAML.
-        echo: where progress lines and the final summary go.
+        echo: where progress lines and the final summary go (default: stdout, flushed per line so
+            progress shows up in redirected logs).
     Returns:
         The summary (also written to summary.json): config, versions, model, mode, engines, totals, paths.
     Raises:
@@ -144,6 +147,7 @@ def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], N
     """
     import ray
 
+    echo = echo or flush_print
     config = _coerce(config)
     check_model_path(config.model.path)
     shards = list_shards(config.input.path, input_columns(config))

@@ -7,6 +7,10 @@ from typing import Any, Callable
 from pipeline.stats import StatsAccumulator
 
 
+def flush_print(line: str) -> None:
+    print(line, flush=True)
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -23,7 +27,7 @@ class Progress:
     delivers), not the engine's rate inside a batch.
     """
 
-    def __init__(self, acc: StatsAccumulator, interval_s: float, echo: Callable[[str], None] = print) -> None:
+    def __init__(self, acc: StatsAccumulator, interval_s: float, echo: Callable[[str], None] = flush_print) -> None:
         self.acc, self.interval_s, self.echo = acc, interval_s, echo
         self.started = time.monotonic()
         self.last = self.started
@@ -53,7 +57,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     devices = ", ".join(sorted({e.get("device_name", e.get("device", "?")) for e in summary["engines"]})) or "none"
     hist = t["acceptance_histogram"]
     total_iters = sum(hist)
-    shares = " ".join(f"{i + 1}:{100.0 * n / total_iters:.0f}%" for i, n in enumerate(hist) if n) if total_iters else "-"
+    shares = " ".join(f"{i + 1}:{100.0 * n / total_iters:.0f}%" for i, n in enumerate(hist) if n) or "-"
     return "\n".join([
         f"job {summary['name']!r} done in {_duration(t['job_seconds'])}: mode {summary['mode']}, "
         f"model {summary['model']['path']}, {summary['actors']} actor(s) on {devices}",
