@@ -1,0 +1,127 @@
+"""Head training: the block layout and mask, the loss going down, and the checkpoint it writes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jobs.orthrus_checkpoint import read_base_tensors
+from jobs.train_base import Schedule
+from jobs.train_heads import load_for_heads, main, train_heads
+from workers.heads_training import (block_attend, block_inputs, block_mask, causal_attend, diffusion_kl_step,
+                                    freeze_base, tile_blocks)
+from workers.tiny import write_tiny_checkpoint
+
+MASK = 261  # tiny_config's mask token id
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A plain Qwen3 tiny checkpoint stored in bf16 (like the demo base): no *_diff tensors."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("base"), orthrus=False, dtype=torch.bfloat16, seed=3)
+
+
+def test_tile_blocks_and_mask_layout():
+    layout = tile_blocks(row_len=10, block_size=3, offset=1)
+    assert layout.anchors.tolist() == [1, 4, 7]
+    assert layout.positions().tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert layout.target_positions().tolist() == [[1, 2], [4, 5], [7, 8]]
+    mask = block_mask(layout)  # [9, 10 + 9]
+    assert mask.shape == (9, 19)
+    # block 1 (queries 3..5, anchor 4): AR keys 0..3, its own three diffusion keys, nothing else
+    for q in (3, 4, 5):
+        assert mask[q, :10].tolist() == [True] * 4 + [False] * 6
+        assert mask[q, 10:].tolist() == [False] * 3 + [True] * 3 + [False] * 3
+    tokens = torch.arange(10)[None]
+    ids, pos = block_inputs(tokens, layout, MASK)
+    assert ids.tolist() == [[1, MASK, MASK, 4, MASK, MASK, 7, MASK, MASK]]
+    assert pos.tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    with pytest.raises(ValueError):
+        tile_blocks(row_len=10, block_size=3, offset=0)
+
+
+def test_batched_block_pass_equals_one_block_at_a_time(base_dir):
+    """The masked pass over all blocks gives each block exactly what decoding would: AR keys before
+    the anchor plus its own block, no other block."""
+    model = load_for_heads(base_dir, "cpu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "_diff" in name:
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    tokens = torch.randint(0, 256, (2, 29), generator=torch.Generator().manual_seed(0))
+    layout = tile_blocks(29, 5, offset=2)
+    ar_kv: list = []
+    pos = torch.arange(29)[None].expand(2, -1)
+    with torch.no_grad():
+        model(tokens, pos, "ar", causal_attend(ar_kv))
+        ids, dpos = block_inputs(tokens, layout, MASK)
+        batched = model.logits(model(ids, dpos, "diffusion", block_attend(ar_kv, block_mask(layout))))
+        for b, a in enumerate(layout.anchors.tolist()):
+            def attend(i, q, k, v, a=a):
+                keys = torch.cat([ar_kv[i][0][:, :, :a], k], 2).repeat_interleave(2, 1)
+                vals = torch.cat([ar_kv[i][1][:, :, :a], v], 2).repeat_interleave(2, 1)
+                return F.scaled_dot_product_attention(q, keys, vals)
+            one = model.logits(model(ids[:, b * 5:(b + 1) * 5], dpos[:, b * 5:(b + 1) * 5], "diffusion", attend))
+            torch.testing.assert_close(batched[:, b * 5:(b + 1) * 5], one, atol=1e-5, rtol=1e-5)
+
+
+def test_few_steps_lower_the_loss_and_touch_only_heads(base_dir):
+    model = load_for_heads(base_dir, "cpu")
+    base_before = {n: p.clone() for n, p in model.named_parameters() if "_diff" not in n}
+    diff_before = {n: p.clone() for n, p in model.named_parameters() if "_diff" in n}
+    gen = torch.Generator().manual_seed(1)
+    stream = torch.randint(0, 256, (4000,), generator=gen)
+    stream[::7] = 42  # some structure, so there is something to learn
+    probe = torch.stack([stream[i:i + 32] for i in range(0, 320, 40)])  # [8, 32]
+    layout = tile_blocks(32, 4, offset=1)
+    freeze_base(model)
+    before = float(diffusion_kl_step(model, probe, layout, MASK).loss.detach())
+    train_heads(model, mask_token_id=MASK, schedule=Schedule(peak_lr=3e-3, steps=25, warmup=0.0), block_sizes=(4, 8),
+                batch_size=8, seq_len=32, stream=stream, log=lambda m: None)
+    after = float(diffusion_kl_step(model, probe, layout, MASK).loss.detach())
+    assert after < 0.8 * before
+    for n, p in model.named_parameters():
+        if "_diff" in n:
+            assert not torch.equal(p, diff_before[n]), n
+        else:
+            assert torch.equal(p, base_before[n]), n
+
+
+def test_init_copies_the_ar_twins(base_dir):
+    model = load_for_heads(base_dir, "cpu")
+    for layer in model.model.layers:
+        a = layer.self_attn
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+            assert torch.equal(getattr(a, name).weight, getattr(a, f"{name}_diff").weight)
+
+
+def test_main_writes_an_orthrus_checkpoint_the_engine_runs(base_dir, tmp_path):
+    from workers.engine import Engine, SamplingParams
+
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.random.default_rng(0).integers(0, 256, 3000).astype(np.uint16))
+    out = tmp_path / "orthrus"
+    assert main(["--base", str(base_dir), "--out", str(out), "--tokens", str(tokens), "--distill-rows", "4",
+                 "--prompt-len", "8", "--seq-len", "32", "--batch-size", "4", "--steps", "6", "--block-sizes", "4,8",
+                 "--mask-token-id", str(MASK), "--device", "cpu"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["OrthrusLM"]
+    assert cfg["auto_map"] == {"AutoModelForCausalLM": "modeling_orthrus.OrthrusLM"}
+    assert (cfg["block_size"], cfg["mask_token_id"], cfg["model_type"]) == (8, MASK, "qwen3")
+    base, new = read_base_tensors(base_dir), read_base_tensors(out)
+    assert set(new) - set(base) == {f"model.layers.{i}.self_attn.{n}_diff.weight" for i in range(2)
+                                    for n in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")}
+    for name, t in base.items():  # every base tensor bit-identical, dtype included
+        assert new[name].dtype == t.dtype == torch.bfloat16
+        assert torch.equal(new[name].view(torch.int16), t.view(torch.int16)), name
+    assert not torch.equal(new["model.layers.0.self_attn.q_proj_diff.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    assert (out / "tokenizer.json").is_file()
+    engine = Engine.from_pretrained(str(out), device="cpu", dtype="float32", max_batch_size=2, max_model_len=64)
+    prompts = [[5, 6, 7, 8], [100, 101]]
+    params = SamplingParams(max_new_tokens=12, stop_token_ids=())
+    orthrus, ar = engine.generate(prompts, params, mode="orthrus"), engine.generate(prompts, params, mode="ar")
+    assert [r.token_ids for r in orthrus] == [r.token_ids for r in ar]
+    assert all(len(r.token_ids) == 12 and r.stats.diffusion_passes > 0 for r in orthrus)
