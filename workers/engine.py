@@ -14,6 +14,7 @@ import torch
 
 from workers.config import ModelConfig
 from workers.cuda_graphs import GraphedSteps
+from workers.fused import Ops
 from workers.kv_cache import KVCache
 from workers.loader import load_model
 from workers.model import Qwen3Orthrus
@@ -30,7 +31,7 @@ MAX_STOP_IDS = 16
 class Engine:
     def __init__(self, model: Qwen3Orthrus, model_dir: Path, *, max_batch_size: int = 64,
                  max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048,
-                 cuda_graphs: bool | None = None, compile: bool = False) -> None:
+                 cuda_graphs: bool | None = None, fused_kernels: bool | None = None) -> None:
         if hasattr(model, "fuse_for_inference"):
             model.fuse_for_inference()
         self.model, self.model_dir = model, model_dir
@@ -42,8 +43,8 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         self.cache = KVCache(self.config, max_batch_size, max_model_len + self.max_block_size, self.device, self.dtype)
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        # the decode step's model: compiled (static shapes) when asked; prefill stays eager
-        self.step_model = _Compiled(model) if compile else model
+        if self.device.type == "cuda" if fused_kernels is None else fused_kernels:
+            Ops.use_compiled()
         self.drafter = None  # bench hook: replaces the drafts (synthetic acceptance); see bench/
         # state and graphs live as long as the engine: a graph is captured once per shape, ever
         self.state = SlotState.allocate(max_batch_size, max_model_len, MAX_STOP_IDS, self.device)
@@ -133,7 +134,7 @@ class Engine:
 
     def _step(self, B: int, K: int, n_keys: int, sampling: bool) -> torch.Tensor:
         """One iteration; returns [finished (B) ..., longest length] as one int64 tensor."""
-        finished = iterate(self.step_model, self.cache, self.state, B, K, n_keys, sampling, self.drafter)
+        finished = iterate(self.model, self.cache, self.state, B, K, n_keys, sampling, self.drafter)
         return torch.cat([finished.long(), self.state.length[:B].max()[None]])
 
     def _bucket(self, busy_slots: int, slots: int) -> int:
@@ -190,16 +191,3 @@ class Engine:
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
-
-class _Compiled:
-    """The model with its forward compiled by torch.compile (inductor, static shapes)."""
-
-    def __init__(self, model: Qwen3Orthrus) -> None:
-        import torch._dynamo
-
-        torch._dynamo.config.cache_size_limit = 256  # one entry per (B, K, n_keys, view)
-        self.config, self.logits = model.config, model.logits
-        self.forward = torch.compile(model.forward, dynamic=False)
-
-    def __call__(self, *args):
-        return self.forward(*args)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.config import ModelConfig
+from workers.fused import Ops
 
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 VIEWS = ("ar", "diffusion")
@@ -27,17 +28,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fp32 statistics, as in the reference Qwen3: keeps bf16 runs close to fp32 ones.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
-
-
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, half-split layout. x: [B, H, T, D]; cos/sin: [B, 1, T, D]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+        return Ops.rms_norm(x, self.weight, self.eps)
 
 
 class Attention(nn.Module):
@@ -72,10 +63,10 @@ class Attention(nn.Module):
             q, k, v = self.q_proj_diff(x), self.k_proj_diff(x), self.v_proj_diff(x)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = qn(q.view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # [B, H, T, D]
-        k = kn(k.view(B, T, self.n_kv, self.head_dim)).transpose(1, 2)  # [B, KVH, T, D]
-        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # [B, KVH, T, D]
-        return rope(q, cos, sin), rope(k, cos, sin), v
+        q = Ops.norm_rope(q.view(B, T, self.n_heads, self.head_dim), qn.weight, qn.eps, cos, sin)  # [B, T, H, D]
+        k = Ops.norm_rope(k.view(B, T, self.n_kv, self.head_dim), kn.weight, kn.eps, cos, sin)  # [B, T, KVH, D]
+        v = v.view(B, T, self.n_kv, self.head_dim)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
 
     def fuse(self) -> None:
         """q/k/v_proj -> qkv_proj (and the *_diff twins): see Qwen3Orthrus.fuse_for_inference."""
@@ -109,8 +100,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "gate_up_proj"):
             gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            return self.down_proj(Ops.silu_mul(gate, up))
+        return self.down_proj(Ops.silu_mul(self.gate_proj(x), self.up_proj(x)))
 
     def fuse(self) -> None:
         fused = nn.Linear(self.gate_proj.in_features, 2 * self.gate_proj.out_features, bias=False,
@@ -161,9 +152,9 @@ class Qwen3Orthrus(nn.Module):
         return 1.0 / (self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
 
     def rotary(self, positions: torch.Tensor, dtype: torch.dtype):
-        """cos/sin for absolute positions [B, T] -> [B, 1, T, D], computed in fp32."""
+        """cos/sin for absolute positions [B, T] -> [B, T, 1, D] (broadcast over heads), computed in fp32."""
         freqs = positions.float()[..., None] * self.inv_freq  # [B, T, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # [B, T, 1, D]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, view: str, attend: Attend) -> torch.Tensor:

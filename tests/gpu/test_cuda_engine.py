@@ -17,13 +17,13 @@ def ckpt(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("gpu"), init_std=1.0, seed=1, **SMALL)
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_graphed_gpu_engine_matches_cpu(ckpt, compile):
+@pytest.mark.parametrize("fused", [False, True])
+def test_graphed_gpu_engine_matches_cpu(ckpt, fused):
     prompts = random_prompts(11, seed=5)
     params = [SamplingParams(max_new_tokens=n, stop_token_ids=(58,), block_size=k)
               for n, k in zip([3, 40, 17, 1, 64, 9, 33, 25, 2, 50, 12], [2, 4, 8, 16, 32, 4, 8, 4, 8, 16, 4])]
     cpu = Engine.from_pretrained(ckpt, max_batch_size=4, max_model_len=128)
-    gpu = Engine.from_pretrained(ckpt, device="cuda", max_batch_size=4, max_model_len=128, compile=compile)
+    gpu = Engine.from_pretrained(ckpt, device="cuda", max_batch_size=4, max_model_len=128, fused_kernels=fused)
     assert gpu.cuda_graphs
     for mode in ("orthrus", "ar"):
         want = [r.token_ids for r in cpu.generate(prompts, params, mode=mode)]
