@@ -14,7 +14,7 @@ else
 DEMO_SET :=
 endif
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test test-gpu install clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,12 @@ demo: $(STAMP)
 	@echo "stats:   runs/demo/stats/shards.parquet  (one row per input shard)"
 	@echo "summary: runs/demo/summary.json"
 
+# CPU suite (this machine, CI); tests/gpu needs CUDA and runs on the GPU machine: make test-gpu
 test: $(STAMP)
-	RAY_AUTH_MODE=disabled $(PY) -m pytest -q
+	RAY_AUTH_MODE=disabled $(PY) -m pytest -q --ignore=tests/gpu
+
+test-gpu: $(STAMP)
+	RAY_AUTH_MODE=disabled $(PY) -m pytest -q tests/gpu
 
 clean-demo:
 	rm -rf build/demo runs/demo
