@@ -14,6 +14,7 @@ import torch
 
 from workers.config import ModelConfig
 from workers.cuda_graphs import GraphedSteps
+from workers.draft_length import AcceptanceTracker, PassCosts, choose_block_size
 from workers.fused import Ops
 from workers.kv_cache import KVCache
 from workers.loader import load_model
@@ -26,12 +27,14 @@ __all__ = ["Engine", "SamplingParams", "Result", "RequestStats"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("orthrus", "ar")
 MAX_STOP_IDS = 16
+AUTO = 0  # group key: block size chosen per batch
 
 
 class Engine:
     def __init__(self, model: Qwen3Orthrus, model_dir: Path, *, max_batch_size: int = 64,
                  max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048,
-                 cuda_graphs: bool | None = None, fused_kernels: bool | None = None) -> None:
+                 cuda_graphs: bool | None = None, fused_kernels: bool | None = None,
+                 pass_costs: PassCosts | None = None) -> None:
         if hasattr(model, "fuse_for_inference"):
             model.fuse_for_inference()
         self.model, self.model_dir = model, model_dir
@@ -45,6 +48,9 @@ class Engine:
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.device.type == "cuda" if fused_kernels is None else fused_kernels:
             Ops.use_compiled()
+        # with measured pass costs, requests without a block_size get K chosen per batch (draft_length.py)
+        self.pass_costs = pass_costs
+        self.tracker = AcceptanceTracker(self.max_block_size)
         self.drafter = None  # bench hook: replaces the drafts (synthetic acceptance); see bench/
         # state and graphs live as long as the engine: a graph is captured once per shape, ever
         self.state = SlotState.allocate(max_batch_size, max_model_len, MAX_STOP_IDS, self.device)
@@ -87,8 +93,20 @@ class Engine:
             groups.setdefault(self._block_size(p, mode), []).append(i)
         results: list[Result | None] = [None] * len(prompts)
         for K, ids in sorted(groups.items()):
+            if K == AUTO:
+                K = self.choose_block_size(min(self.max_batch_size, len(ids)))
             self._run(ids, prompts, plist, K, results)
+            if K > 1:
+                for i in ids:
+                    self.tracker.update(results[i].stats.acceptance_lengths, K)
         return results  # type: ignore[return-value]
+
+    def choose_block_size(self, batch: int) -> int:
+        """K for a batch of this size from the pass costs and the acceptance seen so far (1 = AR).
+        Until a few hundred drafts have been judged, the checkpoint's own block size is used."""
+        if self.tracker.tried[0] < 256:
+            return self.config.block_size
+        return choose_block_size(self.pass_costs, batch, self.tracker.probabilities())
 
     # -- internals --------------------------------------------------------------------------
     def _check_prompt(self, i: int, prompt: list[int]) -> None:
@@ -103,6 +121,8 @@ class Engine:
     def _block_size(self, p: SamplingParams, mode: str) -> int:
         if mode == "ar":
             return 1
+        if p.block_size is None and self.pass_costs is not None:
+            return AUTO
         K = p.block_size or self.config.block_size
         if not 2 <= K <= self.max_block_size:
             raise ValueError(f"block_size must be in [2, {self.max_block_size}] in orthrus mode, got {K}")

@@ -1,0 +1,90 @@
+"""Choosing the block size K per batch: the K that commits the most tokens per second, or AR.
+
+With p_j the probability that draft j passes given drafts 1..j-1 did, an iteration of block
+size K commits on average
+    E(K) = 1 + sum_{i=1..K-1} prod_{j<=i} p_j            tokens per row,
+and costs t(B, K) ms at batch B (both passes, measured once per GPU and model: bench/). AR is
+K = 1 with E = 1. Rows per second of progress are B * E(K) / t(B, K); we take the best K, so
+Orthrus mode is never planned to be slower than AR at the measured costs.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PassCosts:
+    """ms per iteration at (batch, K), K = 1 being an AR step; batches between measured ones are
+    interpolated linearly in log(batch), outside them the nearest measurement is used."""
+
+    ms: dict[tuple[int, int], float]
+
+    @classmethod
+    def from_bench(cls, path: str | Path) -> "PassCosts":
+        """Read the `pass_costs` rows of a bench/engine_speed.py result."""
+        rows = json.loads(Path(path).read_text())["pass_costs"]
+        return cls({(r["batch"], r["block_size"]): r["ms_per_iteration"] for r in rows})
+
+    @property
+    def blocks(self) -> list[int]:
+        return sorted({k for _, k in self.ms})
+
+    def time(self, batch: int, K: int) -> float:
+        bs = sorted(b for b, k in self.ms if k == K)
+        if not bs:
+            raise KeyError(f"no pass cost measured for block size {K}")
+        i = bisect.bisect_left(bs, batch)
+        if i == 0 or batch >= bs[-1]:
+            return self.ms[(bs[0] if i == 0 else bs[-1], K)]
+        lo, hi = bs[i - 1], bs[i]
+        w = (math.log(batch) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (1 - w) * self.ms[(lo, K)] + w * self.ms[(hi, K)]
+
+
+def expected_committed(accept: list[float], K: int) -> float:
+    """E(K) from per-position pass probabilities accept[j-1] = p_j (the last one repeats)."""
+    total, run = 1.0, 1.0
+    for i in range(1, K):
+        run *= accept[min(i, len(accept)) - 1] if accept else 0.0
+        total += run
+    return total
+
+
+def choose_block_size(costs: PassCosts, batch: int, accept: list[float]) -> int:
+    """The measured K (1 = AR) with the most committed tokens per ms at this batch size."""
+    return max(costs.blocks, key=lambda K: (expected_committed(accept, K) / costs.time(batch, K), -K))
+
+
+@dataclass
+class AcceptanceTracker:
+    """Running estimate of p_j from acceptance lengths (committed tokens per iteration).
+
+    An iteration of block size K that committed n tokens tried drafts 1..min(n, K-1) and passed
+    1..n-1 of them. A Beta(prior_pass, prior_fail) prior keeps early estimates sane."""
+
+    max_block: int = 32
+    prior_pass: float = 1.0
+    prior_fail: float = 1.0
+    tried: list[int] = field(default_factory=list)
+    passed: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tried = self.tried or [0] * self.max_block
+        self.passed = self.passed or [0] * self.max_block
+
+    def update(self, acceptance_lengths: list[int], K: int) -> None:
+        for n in acceptance_lengths:
+            if K < 2:
+                return
+            reached = min(n, K - 1)  # drafts judged: the accepted ones plus the first rejection
+            for j in range(reached):
+                self.tried[j] += 1
+            for j in range(n - 1):
+                self.passed[j] += 1
+
+    def probabilities(self) -> list[float]:
+        return [(p + self.prior_pass) / max(t + self.prior_pass + self.prior_fail, 1e-9) for p, t in zip(self.passed, self.tried)]
