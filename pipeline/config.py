@@ -67,13 +67,12 @@ class EngineSection(_Section):
     mode: Literal["orthrus", "ar"] = Field("orthrus", description="orthrus: diffusion drafts verified by the AR "
                                                                    "view; ar: plain one-token-per-step decoding.")
     block_size: int | None = Field(None, ge=2, description="Draft block size K (Orthrus mode; at least 2); "
-                                                           "null = the checkpoint's block_size.")
+                                                           "null = the engine's default.")
     max_batch_size: int = Field(64, ge=1, description="Most sequences the engine decodes at once.")
     max_model_len: int = Field(4096, ge=2, description="Most tokens (prompt + completion) per sequence; longer "
                                                        "prompts get an `error` instead of running.")
     cuda_graphs: bool | None = Field(None, description="Replay decode steps as CUDA graphs; null = on when the "
                                                        "actor runs on CUDA.")
-    compile: bool = Field(False, description="torch.compile the decode step (slower start, faster steps).")
 
 
 class SamplingSection(_Section):

@@ -47,7 +47,7 @@ class GenerateActor:
         model_dir = resolve_model_dir(spec.model_path)
         self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype,
                                              max_batch_size=spec.max_batch_size, max_model_len=spec.max_model_len,
-                                             cuda_graphs=spec.cuda_graphs, compile=spec.compile)
+                                             cuda_graphs=spec.cuda_graphs)
         cfg = self.engine.config
         if spec.mode == "orthrus" and not cfg.is_orthrus:
             raise ValueError(f"model {spec.model_path!r} is a plain Qwen3 checkpoint (no Orthrus heads); "
@@ -64,7 +64,6 @@ class GenerateActor:
             block_size=spec.block_size or getattr(cfg, "block_size", None),
             max_model_len=int(self.engine.max_model_len),
             cuda_graphs=bool(getattr(self.engine, "cuda_graphs", False)),
-            compile=spec.compile,
             torch=torch.__version__,
         )
 

@@ -17,7 +17,6 @@ class WorkerSpec:
     max_batch_size: int = 64
     max_model_len: int = 4096
     cuda_graphs: bool | None = None  # None: on when the actor runs on CUDA
-    compile: bool = False
     prompt_column: str | None = "prompt"
     messages_column: str | None = None
     id_column: str | None = None

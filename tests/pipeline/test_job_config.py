@@ -47,7 +47,7 @@ def test_yaml_with_overrides(tmp_path):
 def test_unknown_key_is_named_with_the_choices():
     with pytest.raises(ConfigError) as err:
         build_config({**MINIMAL, "engine": {"modee": "ar"}})
-    assert str(err.value) == ("job: engine.modee: unknown key (known here: block_size, compile, cuda_graphs, "
+    assert str(err.value) == ("job: engine.modee: unknown key (known here: block_size, cuda_graphs, "
                               "max_batch_size, max_model_len, mode)")
 
 
