@@ -11,6 +11,10 @@ Per-row figures (the engine's RequestStats, see workers/params.py):
   forward_passes   iterations + diffusion_passes
   acceptance_histogram[i]  iterations that committed i + 1 tokens
   engine_seconds   the batch's `generate` wall time, split over rows by forward_passes share
+  completion_token_ids  the generated token ids (what `completion` decodes); `orthrus-batch compare`
+                   checks AR and Orthrus outputs token for token with them
+  worker           `<host>:<pid>` of the actor that ran the row (which engine, for data-parallel
+                   checks and per-worker figures)
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -32,6 +37,7 @@ ROW_FIELDS: list[tuple[str, pa.DataType]] = [
     ("shard", pa.string()),
     ("prompt", pa.string()),
     ("completion", pa.string()),
+    ("completion_token_ids", pa.list_(pa.int32())),
     ("num_prompt_tokens", pa.int64()),
     ("num_completion_tokens", pa.int64()),
     ("finish_reason", pa.string()),
@@ -44,6 +50,7 @@ ROW_FIELDS: list[tuple[str, pa.DataType]] = [
     ("mean_acceptance_length", pa.float64()),
     ("acceptance_histogram", pa.list_(pa.int64())),
     ("engine_seconds", pa.float64()),
+    ("worker", pa.string()),
 ]
 OUTPUT_SCHEMA = pa.schema(ROW_FIELDS)
 # Batch-level facts the commit stage needs for per-shard stats; dropped before writing.
@@ -235,13 +242,14 @@ def build_table(rows: list[Row], results: dict[int, Result], completions: dict[i
         cols["prompt"].append(row.prompt)
         cols["error"].append(row.error)
         if res is None:
-            for name in ("completion", "num_prompt_tokens", "num_completion_tokens", "finish_reason",
-                         "iterations", "diffusion_passes", "forward_passes", "drafted_tokens", "accepted_tokens",
-                         "mean_acceptance_length", "acceptance_histogram", "engine_seconds"):
+            for name in ("completion", "completion_token_ids", "num_prompt_tokens", "num_completion_tokens",
+                         "finish_reason", "iterations", "diffusion_passes", "forward_passes", "drafted_tokens",
+                         "accepted_tokens", "mean_acceptance_length", "acceptance_histogram", "engine_seconds"):
                 cols[name].append(None)
             continue
         s = res.stats
         cols["completion"].append(completions[i])
+        cols["completion_token_ids"].append(list(res.token_ids))
         cols["num_prompt_tokens"].append(len(row.token_ids or []))
         cols["num_completion_tokens"].append(len(res.token_ids))
         cols["finish_reason"].append(res.finish_reason)
@@ -255,6 +263,7 @@ def build_table(rows: list[Row], results: dict[int, Result], completions: dict[i
         share = forwards[i] / total_forwards if total_forwards else 0.0
         cols["engine_seconds"].append(engine_seconds * share)
     n = len(rows)
+    cols["worker"] = [worker_name()] * n
     cols["_row_hash"] = [r.row_hash for r in rows]
     cols["_engine"] = [engine_info] * n
     cols["_started_at"] = [started_at] * n
@@ -292,6 +301,11 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
         texts = tokenizer.batch_decode([r.token_ids for r in out], skip_special_tokens=True)
         completions = dict(zip(todo, texts))
     return build_table(rows, results, completions, engine_seconds, engine_info, started_at)
+
+
+def worker_name() -> str:
+    """`<host>:<pid>`: names the actor process that ran a row (unique across a cluster's nodes)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def engine_info_json(**facts: Any) -> str:

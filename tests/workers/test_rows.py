@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 
 import pyarrow as pa
 import pytest
@@ -63,6 +65,7 @@ def test_good_rows_get_completions_and_exact_figures(tokenizer, engine):
         "num_prompt_tokens": len(prompt_ids), "num_completion_tokens": 5, "finish_reason": "length", "error": None,
         "iterations": 3, "diffusion_passes": 3, "forward_passes": 6, "drafted_tokens": 21, "accepted_tokens": 2,
         "mean_acceptance_length": 5 / 3, "acceptance_histogram": [1, 2],
+        "completion_token_ids": [engine.token] * 5, "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
     assert first["id"] == "a.parquet:0000000000000001"
     assert share > 0 and math.isclose(share, rows[1]["engine_seconds"])  # equal forwards, equal shares
