@@ -28,10 +28,10 @@ def function_requests(source: str, max_lines: int = 40) -> list[tuple[str, str]]
     for node in ast.walk(tree):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.end_lineno is None:
             continue
-        doc = ast.get_docstring(node)
+        doc = (ast.get_docstring(node) or "").strip()
         if not doc or node.end_lineno - node.lineno + 1 > max_lines:
             continue
-        summary = doc.strip().splitlines()[0].strip()
+        summary = doc.splitlines()[0].strip()
         if len(summary) < 12 or not summary.isascii():
             continue
         try:

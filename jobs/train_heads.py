@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text", nargs="*", help="corpus as text files (globs), tokenized with the base tokenizer")
     ap.add_argument("--distill-rows", type=int, default=0, help="self-distilled rows to generate first (0 = none)")
     ap.add_argument("--prompt-len", type=int, default=64, help="corpus prefix length of a self-distilled row")
+    ap.add_argument("--distill-batch", type=int, default=1024, help="rows generated at once (one static cache)")
+    ap.add_argument("--rows-share", type=float, default=0.75, help="share of each batch from self-distilled rows")
     ap.add_argument("--block-sizes", default="4,8,16,32", help="block sizes K trained, cycled per step")
     ap.add_argument("--block-size", type=int, default=None, help="block_size written to config.json (default: the largest)")
     ap.add_argument("--mask-token-id", type=int, default=None)
@@ -180,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--distill-rows needs a corpus (--tokens or --text) to take prefixes from")
         t = time.time()
         rows = distill_from_stream(model, stream, args.distill_rows, args.prompt_len, args.seq_len,
-                                   batch_size=max(args.batch_size, 256), seed=args.seed)
+                                   batch_size=args.distill_batch, seed=args.seed)
         print(f"[heads] self-distilled {rows.shape[0]} rows x {rows.shape[1]} tokens in {time.time() - t:.1f}s", flush=True)
     blocks = tuple(int(k) for k in args.block_sizes.split(","))
     sched = Schedule(peak_lr=args.lr, steps=args.steps, seconds=args.minutes * 60 if args.minutes else None)
     history = train_heads(model, mask_token_id=mask_id, schedule=sched, block_sizes=blocks, batch_size=args.batch_size,
-                          seq_len=args.seq_len, rows=rows, stream=stream, seed=args.seed)
+                          seq_len=args.seq_len, rows=rows, stream=stream, rows_share=args.rows_share, seed=args.seed)
     out = write_orthrus_checkpoint(base_dir, diff_state(model), args.out, block_size=args.block_size or max(blocks),
                                    mask_token_id=mask_id, eos_token_ids=list(model.config.eos_token_ids))
     (out / "train_heads_history.json").write_text(json.dumps(history, indent=1))
