@@ -7,10 +7,13 @@ STAMP := $(VENV)/.orthrus-batch-installed
 # (an unpinned torch pulls a multi-GB CUDA build); GPU images keep the torch they ship.
 TORCH := torch==2.13.0
 
-# The trained demo model once it ships (demo/model), else a tiny random one built on the spot.
-ifneq ($(wildcard demo/model/config.json),)
-DEMO_SET := --set model.path=demo/model
+# The shipped demo (demo/model + demo/prompts.parquet, whose chat rows already hold the chat
+# template) when present, else a tiny random model and sample prompts built on the spot.
+ifneq ($(and $(wildcard demo/model/config.json),$(wildcard demo/prompts.parquet)),)
+DEMO_PREP := @echo "using the shipped demo model and prompts (demo/)"
+DEMO_SET := --set model.path=demo/model --set input.path=demo/prompts.parquet --set prompt.chat_template=false
 else
+DEMO_PREP := $(PY) -m jobs.make_demo --out build/demo
 DEMO_SET :=
 endif
 
@@ -27,7 +30,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m jobs.make_demo --out build/demo
+	$(DEMO_PREP)
 	$(VENV)/bin/orthrus-batch run jobs/examples/demo.yaml $(DEMO_SET)
 	@echo
 	@echo "outputs: runs/demo/outputs/  (one row per prompt)"

@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prompt": {"chat_template": args.chat_template},
         "resources": {"num_workers": 1, "batch_size": args.batch_size},
         "output": {"path": str(work / "out"), "overwrite": True},
+        "ray_address": os.environ.get("RAY_ADDRESS") or "local",
     })
     t = summary["totals"]
     result = {"bare": bare_result,

@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resources": {"num_workers": args.workers, "batch_size": args.batch_size, "cpus_per_worker": 0.5},
         "output": {"path": str(work / "out"), "overwrite": True},
         "progress_interval_s": 15,
+        "ray_address": os.environ.get("RAY_ADDRESS") or "local",
     })
     seconds = time.monotonic() - t0
     rss_job = peak_rss_mib()  # before the exactly-once check below loads every id into this process

@@ -119,8 +119,9 @@ class JobConfig(_Section):
     prompt: PromptSection = Field(default_factory=PromptSection, description="How prompts become tokens.")
     resources: ResourcesSection = Field(default_factory=ResourcesSection, description="Actors and batches.")
     output: OutputSection = Field(..., description="Where results go.")
-    ray_address: str | None = Field(None, description="Ray cluster to join; null = RAY_ADDRESS or the running "
-                                                      "cluster, else start a local one.")
+    ray_address: str | None = Field(None, description="Ray cluster to join; `local` = always start a new local "
+                                                      "Ray; null = RAY_ADDRESS, or a cluster already running on this "
+                                                      "machine, else a new local one.")
     progress_interval_s: float = Field(10.0, gt=0, description="Seconds between progress lines.")
 
     @model_validator(mode="after")

@@ -115,10 +115,11 @@ def _versions() -> dict[str, str | None]:
 
 def _ensure_ray(config: JobConfig) -> None:
     import ray
+    import ray.data
 
     if not ray.is_initialized():
-        ray.init(address=config.ray_address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                 log_to_driver=True)
+        # Only the address: options such as include_dashboard are refused when joining a cluster.
+        ray.init(address=config.ray_address or os.environ.get("RAY_ADDRESS") or None)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress lines instead (pipeline/progress.py)
 

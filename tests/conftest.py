@@ -19,7 +19,8 @@ def ray_session():
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
-    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh Ray of our own, even when another one runs on this machine
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
