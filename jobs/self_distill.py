@@ -36,11 +36,14 @@ class _StaticCache:
             self.v[layer] = torch.empty(self.shape, dtype=v.dtype, device=v.device)
         self.k[layer][:, :, self.start:end] = k
         self.v[layer][:, :, self.start:end] = v
-        h = q.shape[1]
-        keys, values = _expand_kv(self.k[layer][:, :, :end], h), _expand_kv(self.v[layer][:, :, :end], h)
-        if t == 1:  # one new token: it sees every cached key
-            return F.scaled_dot_product_attention(q, keys, values)
+        b, h, _, d = q.shape
+        kvh = k.shape[1]
+        if t == 1:  # one new token sees every cached key: fold each KV group's heads into a query axis
+            out = F.scaled_dot_product_attention(q.view(b, kvh, h // kvh, d), self.k[layer][:, :, :end],
+                                                 self.v[layer][:, :, :end])  # [B, KVH, G, D], no key copies
+            return out.view(b, h, 1, d)
         # prefill from an empty cache: plain causal (query and key lengths match)
+        keys, values = _expand_kv(self.k[layer][:, :, :end], h), _expand_kv(self.v[layer][:, :, :end], h)
         return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
 
 
