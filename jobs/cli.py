@@ -1,6 +1,8 @@
 """The `orthrus-batch` command.
 
     orthrus-batch run JOB.yaml [--set key=value ...]
+    orthrus-batch compare JOB.yaml [--sample N] [--gpu-hour-price USD] [--set key=value ...]
+    orthrus-batch submit JOB.yaml --address http://HOST:8265 [--wait] [--set key=value ...]
 
 `main(argv=None)` returns the exit status, so tests call it directly.
 """
@@ -10,7 +12,9 @@ import argparse
 import sys
 from typing import Sequence
 
+from jobs import compare as compare_cmd
 from jobs import run as run_cmd
+from jobs import submit as submit_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = sub.add_parser("run", help="run a generation job", description=run_cmd.__doc__.splitlines()[0])
     run_cmd.add_arguments(run_parser)
     run_parser.set_defaults(handler=run_cmd.command)
+    for name, module, help_text in (("compare", compare_cmd, "run AR and Orthrus on the same rows and report"),
+                                    ("submit", submit_cmd, "submit a job to a Ray cluster (Ray Jobs API)")):
+        p = sub.add_parser(name, help=help_text, description=module.__doc__.splitlines()[0])
+        module.add_arguments(p)
+        p.set_defaults(handler=module.command)
     return parser
 
 
