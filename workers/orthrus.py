@@ -99,7 +99,8 @@ def iterate(model: Qwen3Orthrus, cache: KVCache, st: SlotState, B: int, K: int, 
     if K > 1:
         block = torch.where(pos == s.length[:, None], s.anchor[:, None], model.config.mask_token_id)  # [B, K]
         draft_attend = CachedAttend(cache, rows, pos, block_mask(s.length, K, n_keys), n_keys, True)
-        hidden = model(block, pos, "diffusion", draft_attend)[:, : K - 1]  # [B, K-1, H]
+        # contiguous: a strided [B, K-1, H] view sends the LM-head GEMM down a slow cuBLAS path
+        hidden = model(block, pos, "diffusion", draft_attend)[:, : K - 1].contiguous()  # [B, K-1, H]
         drafts, q = draft_tokens(model.logits(hidden), s, pos[:, 1:], sampling)  # [B, K-1]
         if drafter is not None:
             drafts = drafter(s, pos[:, 1:], drafts)
