@@ -148,10 +148,10 @@ def e2e(engine: Engine, batches, ctx: int, new: int, synthetic_cfg) -> tuple[lis
         print(f"AR e2e B={B}: {tokens / secs:9.1f} tok/s", flush=True)
         reference = torch.tensor([p + r.token_ids for p, r in zip(prompts, res)], device="cuda")
         for K, mismatch in synthetic_cfg.get(B, []):
-            engine.drafter = replay_drafter(reference, mismatch)
+            engine.set_drafter(replay_drafter(reference, mismatch))
             p = SamplingParams(max_new_tokens=new, stop_token_ids=(), block_size=K)
             secs_o, res_o = timed_generate(engine, prompts, p, "orthrus")
-            engine.drafter = None
+            engine.set_drafter(None)
             # bf16: a K-token verify can flip a near-tied argmax of the 1-token AR step (ORTHRUS.md);
             # random weights make near-ties common. Reported, and acceptance is what was measured.
             same = sum(a.token_ids == b.token_ids for a, b in zip(res_o, res)) / len(res)
@@ -245,6 +245,10 @@ def main(argv=None) -> None:
     result["floor"] = {"read_bandwidth_TBps": round(bw / 1e12, 3), "ar_weight_bytes": weight_bytes,
                        "ms_per_forward": round(weight_bytes / bw * 1e3, 3)}
     print("floor", result["floor"], flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save = lambda: out.write_text(json.dumps(result, indent=2))  # noqa: E731
+    save()
     if "hf" not in skip:
         result["baselines"] = hf_baselines(model, args.ctx, [1, 64], 64)
     engine = Engine(model, Path(f"random-{args.shape}"), max_batch_size=max(batches), max_model_len=args.ctx + args.new + 64,
@@ -253,12 +257,12 @@ def main(argv=None) -> None:
         profile(engine, *[int(x) for x in args.profile.split(",")], ctx=args.ctx)
     if "pass" not in skip:
         result["pass_costs"] = pass_costs(engine, batches, [int(k) for k in args.blocks.split(",")], args.ctx)
+        save()
     if "e2e" not in skip:
         synthetic = {B: [(K, m) for K in ((4, 8, 16, 32) if B <= 4 else (4, 8) if B <= 64 else (2, 4)) for m in (0.1, 0.3)]
                      for B in batches}
         result["ar_e2e"], result["synthetic"] = e2e(engine, batches, args.ctx, args.new, synthetic)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save()
     print(f"wrote {args.out}")
 
 

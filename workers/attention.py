@@ -45,12 +45,16 @@ class CachedAttend:
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.rows, self.pos, k, v)
-        if self.contiguous:  # a decode step: few queries per row, read the cache in place
+        if self.contiguous:  # a decode step: read the first B slots of the cache in place
             keys = self.cache.k[layer, : q.shape[0], :, : self.n_keys]  # [B, KVH, S, D]
             vals = self.cache.v[layer, : q.shape[0], :, : self.n_keys]
-            return grouped_attention(q, keys, vals, self.mask)
-        keys = self.cache.k[layer][self.rows, :, : self.n_keys]
-        vals = self.cache.v[layer][self.rows, :, : self.n_keys]
+            if q.shape[2] > 1:  # a block of queries: SDPA is slow here (grouped_attention)
+                return grouped_attention(q, keys, vals, self.mask)
+            # one query per row (AR): SDPA's kernel beat the GEMM pair on the H200 (7.5 vs 8.8 ms
+            # per 8B step at B=64; bench/results/2026-11-29_h200_8b_*.log)
+        else:  # prefill of some slots: gather their rows
+            keys = self.cache.k[layer][self.rows, :, : self.n_keys]
+            vals = self.cache.v[layer][self.rows, :, : self.n_keys]
         return F.scaled_dot_product_attention(q, keys, vals, attn_mask=self.mask, enable_gqa=True)
 
 

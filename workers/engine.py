@@ -51,7 +51,7 @@ class Engine:
         # with measured pass costs, requests without a block_size get K chosen per batch (draft_length.py)
         self.pass_costs = pass_costs
         self.tracker = AcceptanceTracker(self.max_block_size)
-        self.drafter = None  # bench hook: replaces the drafts (synthetic acceptance); see bench/
+        self.drafter = None  # bench hook (set_drafter): replaces the drafts; see bench/engine_speed.py
         # state and graphs live as long as the engine: a graph is captured once per shape, ever
         self.state = SlotState.allocate(max_batch_size, max_model_len, MAX_STOP_IDS, self.device)
         self.run_step = GraphedSteps(self.state, self._step) if self.cuda_graphs else self._step
@@ -107,6 +107,13 @@ class Engine:
         if self.tracker.tried[0] < 256:
             return self.config.block_size
         return choose_block_size(self.pass_costs, batch, self.tracker.probabilities())
+
+    def set_drafter(self, drafter) -> None:
+        """Benchmarks only: replace the drafts with `drafter(state, positions, drafts)` (synthetic
+        acceptance). Captured graphs hold the old drafter, so they are dropped."""
+        self.drafter = drafter
+        if isinstance(self.run_step, GraphedSteps):
+            self.run_step = GraphedSteps(self.state, self._step)
 
     # -- internals --------------------------------------------------------------------------
     def _check_prompt(self, i: int, prompt: list[int]) -> None:
