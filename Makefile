@@ -41,8 +41,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) -m pytest -q --ignore=tests/gpu
 
-test-gpu: $(STAMP)
-	RAY_AUTH_MODE=disabled $(PY) -m pytest -q tests/gpu
+# On the GPU machine, with its own python (torch with CUDA); no venv, nothing is downloaded there.
+test-gpu:
+	PYTHONPATH=. python3 -m pytest -q -p no:cacheprovider tests/gpu
 
 clean-demo:
 	rm -rf build/demo runs/demo
