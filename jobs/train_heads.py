@@ -108,9 +108,7 @@ def distill_from_stream(model: Qwen3Orthrus, stream: torch.Tensor, n: int, promp
 
     gen = torch.Generator().manual_seed(seed)
     prompts = sample_windows(stream, n, prompt_len, gen)
-    dtype = torch.bfloat16 if stream.device.type == "cuda" else torch.float32
-    with torch.autocast("cuda", dtype=dtype) if stream.device.type == "cuda" else torch.no_grad():
-        return distill_rows(model, prompts, seq_len - prompt_len, batch_size, seed=seed)
+    return distill_rows(model, prompts, seq_len - prompt_len, batch_size, seed=seed)
 
 
 def _load_stream(args, base_dir: Path) -> torch.Tensor | None:

@@ -128,15 +128,16 @@ def test_main_writes_an_orthrus_checkpoint_the_engine_runs(base_dir, tmp_path):
 
 
 def test_self_distilled_greedy_rows_are_the_engines_ar_output(base_dir):
-    from jobs.self_distill import continue_prompts, distill_rows
+    from jobs.self_distill import distill_rows
     from workers.engine import Engine, SamplingParams
 
     model = load_for_heads(base_dir, "cpu")
     prompts = torch.randint(0, 256, (3, 6), generator=torch.Generator().manual_seed(5))
-    rows = continue_prompts(model, prompts, 10)
+    rows = distill_rows(model, prompts, 10, batch_size=3, temperatures=(0.0,))
     assert rows.shape == (3, 16) and torch.equal(rows[:, :6], prompts)
     engine = Engine.from_pretrained(str(base_dir), device="cpu", dtype="float32", max_batch_size=3, max_model_len=32)
     ar = engine.generate(prompts.tolist(), SamplingParams(max_new_tokens=10, stop_token_ids=()), mode="ar")
     assert rows[:, 6:].tolist() == [r.token_ids for r in ar]
     mixed = distill_rows(model, prompts, 10, batch_size=2, temperatures=(0.0, 1.0), seed=0)
     assert torch.equal(mixed[:2], rows[:2])  # first batch greedy, second sampled
+    assert "model.layers.0.self_attn.q_proj.weight" in dict(model.named_parameters())  # the model itself stays unfused
