@@ -48,6 +48,14 @@ class InputConfig(_Section):
     sampling_columns: SamplingColumns = Field(default_factory=SamplingColumns,
                                               description="Per-row sampling columns; null cells use the "
                                                           "defaults in `sampling`.")
+    on_bad_file: Literal["error", "skip"] = Field(
+        "error", description="A file that is not readable Parquet, is empty (0 bytes) or lacks a needed column: "
+                             "error = stop before Ray starts, naming the file; skip = leave it out and list it "
+                             "under `skipped_files` in summary.json and the printed summary.")
+    duplicate_ids: Literal["error", "allow"] = Field(
+        "error", description="With id_column: error = the first row with an id (shard order, then row order) "
+                             "runs and every later row with the same id gets `error` set (the driver reads the "
+                             "id column of every shard before Ray starts); allow = no check.")
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> "InputConfig":
@@ -69,8 +77,8 @@ class EngineSection(_Section):
     block_size: int | None = Field(None, ge=2, description="Draft block size K (Orthrus mode; at least 2); "
                                                            "null = the engine's default.")
     max_batch_size: int = Field(64, ge=1, description="Most sequences the engine decodes at once.")
-    max_model_len: int = Field(4096, ge=2, description="Most tokens (prompt + completion) per sequence; longer "
-                                                       "prompts get an `error` instead of running.")
+    max_model_len: int = Field(4096, ge=2, description="Most tokens (prompt + completion) per sequence; a longer "
+                                                       "prompt gets an `error` or is truncated (`prompt.too_long`).")
     cuda_graphs: bool | None = Field(None, description="Replay decode steps as CUDA graphs; null = on when the "
                                                        "actor runs on CUDA.")
 
@@ -89,6 +97,10 @@ class PromptSection(_Section):
                                                   "becomes one user message); false = raw completion.")
     enable_thinking: bool = Field(False, description="Passed to Qwen3's chat template: false inserts the empty "
                                                      "think block, so the model answers directly.")
+    too_long: Literal["error", "truncate"] = Field(
+        "error", description="A prompt that leaves no room in engine.max_model_len: error = the row gets `error`; "
+                             "truncate = drop tokens from the start of the prompt (after the chat template) so "
+                             "that prompt + the row's max_new_tokens fit, keeping the end of the prompt.")
 
 
 class ResourcesSection(_Section):
@@ -101,13 +113,22 @@ class ResourcesSection(_Section):
                                                           "write tasks (that hangs silently).")
     batch_size: int = Field(256, ge=1, description="Rows per engine call; also the unit of progress and of "
                                                    "output files (one file per batch and shard).")
+    max_restarts: int = Field(4, ge=-1, description="Times Ray restarts an engine actor whose process died (-1 = "
+                                                    "no limit); its batch is retried on the new actor.")
+    max_task_retries: int = Field(4, ge=-1, description="Times one batch is retried after its actor died (-1 = no "
+                                                        "limit). Finite, so a batch that kills every actor fails "
+                                                        "the job instead of looping.")
 
 
 class OutputSection(_Section):
     path: str = Field(..., description="Output folder (local or s3://): outputs/, stats/shards.parquet and "
                                        "summary.json go under it.")
-    overwrite: bool = Field(False, description="Delete earlier outputs/, stats/ and summary.json under path "
-                                               "first; false = refuse to run when outputs/ has files.")
+    overwrite: bool = Field(False, description="Delete earlier outputs/, stats/, done/, job.json and summary.json "
+                                               "under path first; false = refuse to run when outputs/ has files "
+                                               "(unless resume).")
+    resume: bool = Field(False, description="Finish an earlier run of the same job in this folder: shards it "
+                                            "completed are kept and not rerun; the files of shards it left "
+                                            "partial are deleted and those shards run again.")
 
 
 class JobConfig(_Section):
@@ -128,7 +149,18 @@ class JobConfig(_Section):
     def _messages_need_template(self) -> "JobConfig":
         if self.input.messages_column and not self.prompt.chat_template:
             raise ValueError("input.messages_column needs prompt.chat_template=true")
+        if self.output.overwrite and self.output.resume:
+            raise ValueError("set at most one of output.overwrite and output.resume")
         return self
+
+
+# Keys that may change between a run and its resume: they do not change what a row's output is.
+RESUMABLE_CHANGES = ("name", "resources", "output", "ray_address", "progress_interval_s")
+
+
+def resume_key(config: JobConfig) -> dict[str, Any]:
+    """The part of a config that must match for `output.resume` to continue an earlier run."""
+    return {k: v for k, v in config.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:

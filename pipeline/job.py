@@ -10,6 +10,14 @@ The Dataset, end to end streaming:
 
 Only the partial stats (a row per batch and shard) reach the driver, so neither the driver nor
 an actor ever holds the dataset. Usage: `pipeline.run_job(config)` or `orthrus-batch run JOB.yaml`.
+
+Faults (issue 6; README "Reliability"): bad files are found from footers before Ray starts
+(skipped with input.on_bad_file=skip); an engine actor whose process dies is restarted by Ray
+and its batch retried (resources.max_restarts / max_task_retries); commit tasks retry on I/O
+errors; when the driver dies, `output.resume=true` finishes the job shard by shard
+(pipeline/outputs.py). Ray Data's own checkpointing (DataContext.checkpoint_config) is not used:
+it only applies to a Dataset that ends in a `write_*` sink, and this one ends in the driver's
+iter_batches (tests/pipeline/test_resume.py shows Ray disabling it here).
 """
 from __future__ import annotations
 
@@ -19,10 +27,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any, Callable
 
-from pipeline.config import JobConfig, build_config, load_config
-from pipeline.outputs import OUTPUTS_DIR, commit_batch, prepare_output, write_shard_stats, write_summary
+from pipeline.config import JobConfig, build_config, load_config, resume_key
+from pipeline.ids import find_duplicates
+from pipeline.outputs import (OUTPUTS_DIR, commit_batch, drop_partial, load_done, mark_done, prepare_output,
+                              write_shard_stats, write_summary)
 from pipeline.progress import Progress, flush_print, format_summary
-from pipeline.shards import InputError, Shard, list_shards
+from pipeline.shards import InputError, Shard, scan_shards
 from pipeline.stats import StatsAccumulator
 from pipeline.storage import locate
 from workers.rows import RAY_HASH_COLUMN, RAY_PATH_COLUMN
@@ -31,9 +41,10 @@ from workers.spec import WorkerSpec
 _VERSIONED = ("orthrus-batch", "ray", "torch", "transformers", "tokenizers", "pyarrow", "pandas", "pydantic",
               "safetensors")
 _COMMIT_CPUS = 0.25  # commit tasks mostly wait on I/O
+_COMMIT_RETRIES = 5  # a commit that fails on I/O (S3 down for longer than its own retries) runs again
 
 
-def worker_spec(config: JobConfig, s3_input: bool) -> WorkerSpec:
+def worker_spec(config: JobConfig, s3_input: bool, duplicate_rows: dict[int, str] | None = None) -> WorkerSpec:
     """The frozen settings each actor receives."""
     c = config
     model = os.path.abspath(c.model.path) if os.path.isdir(c.model.path) else c.model.path  # workers' cwd differs
@@ -45,7 +56,8 @@ def worker_spec(config: JobConfig, s3_input: bool) -> WorkerSpec:
         sampling_columns=tuple(c.input.sampling_columns.columns().items()),
         max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature, top_k=c.sampling.top_k,
         top_p=c.sampling.top_p, seed=c.sampling.seed, chat_template=c.prompt.chat_template,
-        enable_thinking=c.prompt.enable_thinking, s3_input=s3_input,
+        enable_thinking=c.prompt.enable_thinking, s3_input=s3_input, too_long=c.prompt.too_long,
+        duplicate_rows=duplicate_rows or {},
     )
 
 
@@ -80,13 +92,18 @@ def actor_resources(config: JobConfig, cluster_gpus: float) -> tuple[int, float,
     return workers, gpus, r.cpus_per_worker
 
 
-def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, cluster_gpus: float) -> Any:
-    """The lazy Ray Dataset whose items are partial stats rows (see the module docstring)."""
+def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, cluster_gpus: float,
+                  duplicate_rows: dict[int, str] | None = None, actor_cls: type | None = None) -> Any:
+    """The lazy Ray Dataset whose items are partial stats rows (see the module docstring).
+
+    `actor_cls` replaces GenerateActor (tests use a subclass that kills its own process).
+    """
     import ray.data
     from ray.data import ActorPoolStrategy
 
     from workers.actor import GenerateActor
 
+    r = config.resources
     loc = locate(config.input.path)
     workers, gpus, cpus = actor_resources(config, cluster_gpus)
     batch = config.resources.batch_size
@@ -95,11 +112,13 @@ def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, clust
     ).select_columns(input_columns(config) + [RAY_PATH_COLUMN, RAY_HASH_COLUMN])  # pushed down into the read
     ds = ds.repartition(target_num_rows_per_block=batch)
     ds = ds.map_batches(
-        GenerateActor, fn_constructor_kwargs={"spec": worker_spec(config, loc.is_s3)}, batch_size=batch,
-        batch_format="pyarrow", compute=ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus,
+        actor_cls or GenerateActor, fn_constructor_kwargs={"spec": worker_spec(config, loc.is_s3, duplicate_rows)},
+        batch_size=batch, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers), num_cpus=cpus,
+        num_gpus=gpus, max_restarts=r.max_restarts, max_task_retries=r.max_task_retries,
     )
     return ds.map_batches(commit_batch, fn_kwargs={"output_uri": output_uri}, batch_size=None,
-                          batch_format="pyarrow", num_cpus=_COMMIT_CPUS)
+                          batch_format="pyarrow", num_cpus=_COMMIT_CPUS, max_retries=_COMMIT_RETRIES,
+                          retry_exceptions=[OSError])
 
 
 def _versions() -> dict[str, str | None]:
@@ -132,38 +151,64 @@ def _coerce(config: JobConfig | dict[str, Any] | str) -> JobConfig:
     return load_config(config)
 
 
-def run_job(config: JobConfig | dict[str, Any] | str, *,
-            echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], None] | None = None,
+            actor_cls: type | None = None) -> dict[str, Any]:
     """Run one generation job to completion.
 
     Args:
         config: a JobConfig, a dict in the YAML's shape, or the path of a job YAML.
         echo: where progress lines and the final summary go (default: stdout, flushed per line so
             progress shows up in redirected logs).
+        actor_cls: a GenerateActor subclass to use instead (tests).
     Returns:
-        The summary (also written to summary.json): config, versions, model, mode, engines, totals, paths.
+        The summary (also written to summary.json): config, versions, model, mode, engines, totals,
+        skipped_files, resumed, paths.
     Raises:
         ConfigError, InputError, OutputError: before Ray starts, naming the key, file or path.
         RuntimeError: the run finished but rows are missing (after writing stats and summary).
     """
-    import ray
-
     echo = echo or flush_print
     config = _coerce(config)
     check_model_path(config.model.path)
-    shards = list_shards(config.input.path, input_columns(config))
-    out = prepare_output(config.output.path, config.output.overwrite)
-    _ensure_ray(config)
-    cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    shards, skipped = scan_shards(config.input.path, input_columns(config), config.input.on_bad_file)
+    for bad in skipped:
+        echo(f"skipping bad input file {bad.uri}: {bad.reason}")
+    out = prepare_output(config.output.path, config.output.overwrite, config.output.resume, resume_key(config))
     acc = StatsAccumulator((s.uri, s.num_rows) for s in shards)
-    progress = Progress(acc, config.progress_interval_s, echo)
+    if config.output.resume:
+        acc.restore(load_done(out, {s.uri: s.num_rows for s in shards}))
+        dropped = drop_partial(out, acc.resumed)
+        echo(f"resuming: {len(acc.resumed)} shard(s) already complete, {dropped} file(s) of partial shards deleted")
+    todo = [s for s in shards if s.uri not in acc.resumed]
+    duplicates = {}
+    if config.input.id_column and config.input.duplicate_ids == "error":
+        duplicates = find_duplicates(locate(config.input.path).filesystem, shards, config.input.id_column)
+    return _run(config, out, acc, todo, skipped, duplicates, echo, actor_cls)
+
+
+def _run(config: JobConfig, out: Any, acc: StatsAccumulator, todo: list[Shard], skipped: list, duplicates: dict,
+         echo: Callable[[str], None], actor_cls: type | None) -> dict[str, Any]:
+    """Run the shards in `todo`, marking each as done when its last row is written; write stats and summary."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    echo(f"job {config.name!r}: {len(shards)} shard(s), {acc.total.input_rows:,} rows -> {out.uri}")
+    echo(f"job {config.name!r}: {len(acc.shards)} shard(s), {acc.total.input_rows:,} rows -> {out.uri}")
     t0 = time.monotonic()
-    ds = build_dataset(config, shards, out.uri, cluster_gpus)
-    for partials in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        acc.add(partials)
-        progress.update()
+    progress = Progress(acc, config.progress_interval_s, echo)
+    cluster_gpus = 0.0
+    todo_rows = sum(s.num_rows for s in todo)
+    if todo_rows:
+        import ray
+
+        _ensure_ray(config)
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        ds = build_dataset(config, [s for s in todo if s.num_rows], out.uri, cluster_gpus, duplicates, actor_cls)
+        for partials in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            acc.add(partials)
+            for stats in acc.newly_complete(partials):
+                mark_done(out, stats)
+            progress.update()
+    for s in todo:
+        if acc.shards[s.uri].complete and not s.num_rows:
+            mark_done(out, acc.shards[s.uri])  # empty shards: complete from the start
     job_seconds = time.monotonic() - t0
     progress.update(force=True)
 
@@ -183,6 +228,8 @@ def run_job(config: JobConfig | dict[str, Any] | str, *,
         "resources": {"num_workers": workers, "gpus_per_worker": gpus, "cpus_per_worker": cpus,
                       "cluster_gpus": cluster_gpus},
         "totals": acc.totals(job_seconds),
+        "skipped_files": [{"file": b.uri, "reason": b.reason} for b in skipped],
+        "resumed": {"shards": len(acc.resumed), "rows": sum(acc.shards[u].rows for u in acc.resumed)},
         "paths": {"outputs": out.child(OUTPUTS_DIR).uri, "shard_stats": shard_stats_uri,
                   "summary": out.child("summary.json").uri},
     }

@@ -4,13 +4,22 @@ Files are named `<shard stem>-<shard hash>-<rows hash>.parquet`: all of one shar
 prefix (so a shard's outputs can be found, counted or dropped on their own: the unit that
 per-shard commits and resume work on), and the name is a hash of the input rows it holds, so a
 retried task rewrites the same file instead of adding a duplicate. Local files are written under
-a temporary name and renamed, so a crash never leaves a half-written file with a final name.
+a temporary name and renamed, so a crash never leaves a half-written file with a final name (an
+S3 object appears only when its upload completes).
+
+Resume (`output.resume`, issue 6) works per shard. When the driver has seen every row of a shard
+written, it writes `done/<shard prefix>.json` with the shard's figures. A rerun keeps the shards
+that have a marker (and their figures) and runs the others again after deleting whatever files
+they left in outputs/, so every input row ends up in exactly one file. `job.json`, written before
+any work, holds the settings that decide a row's output; a resume with other settings is refused.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.stats import partial_stats
+from pipeline.shards import CREDENTIALS_HINT
+from pipeline.stats import ShardStats, partial_stats
 from pipeline.storage import Location, locate
 from workers.rows import OUTPUT_SCHEMA
 
@@ -26,6 +36,8 @@ OUTPUTS_DIR = "outputs"
 STATS_DIR = "stats"
 SHARDS_FILE = "stats/shards.parquet"
 SUMMARY_FILE = "summary.json"
+DONE_DIR = "done"
+JOB_FILE = "job.json"
 
 
 class OutputError(ValueError):
@@ -72,25 +84,102 @@ def commit_batch(batch: pa.Table, output_uri: str) -> pa.Table:
     return partial_stats(batch, files)
 
 
-def prepare_output(uri: str, overwrite: bool) -> Location:
-    """Create the output folder; refuse (or, with overwrite, clear) earlier results in it."""
+def prepare_output(uri: str, overwrite: bool, resume: bool = False, job: dict[str, Any] | None = None) -> Location:
+    """Create the output folder; refuse (or, with overwrite, clear) earlier results in it.
+
+    Args:
+        uri: output.path.
+        overwrite: delete earlier outputs/, stats/, done/, job.json and summary.json first.
+        resume: keep earlier results (see the module docstring); `job` must match job.json.
+        job: the settings that decide a row's output (pipeline.config.resume_key), written to job.json.
+    Raises:
+        OutputError: earlier results without overwrite or resume, a resume of a different job, or a
+            store that refuses access (checked by writing job.json, before any GPU time).
+    """
     loc = locate(uri)
     fs = loc.filesystem
     outputs = loc.child(OUTPUTS_DIR)
-    existing = fs.get_file_info(pafs.FileSelector(outputs.fs_path, recursive=True, allow_not_found=True))
+    try:
+        existing = fs.get_file_info(pafs.FileSelector(outputs.fs_path, recursive=True, allow_not_found=True))
+    except OSError as err:
+        raise OutputError(f"output.path {loc.uri}: cannot list ({err}); {CREDENTIALS_HINT}") from None
     earlier = [i for i in existing if i.type == pafs.FileType.File]
-    if earlier and not overwrite:
+    if earlier and not (overwrite or resume):
         raise OutputError(f"output.path {loc.uri}: {OUTPUTS_DIR}/ already holds {len(earlier)} files from an "
-                          f"earlier run; set output.overwrite=true or choose another path")
+                          f"earlier run; set output.overwrite=true or choose another path (output.resume=true "
+                          f"finishes that run)")
     if overwrite:
-        for name in (OUTPUTS_DIR, STATS_DIR):
+        for name in (OUTPUTS_DIR, STATS_DIR, DONE_DIR):
             if fs.get_file_info(loc.child(name).fs_path).type == pafs.FileType.Directory:
                 fs.delete_dir(loc.child(name).fs_path)
-        if fs.get_file_info(loc.child(SUMMARY_FILE).fs_path).type == pafs.FileType.File:
-            fs.delete_file(loc.child(SUMMARY_FILE).fs_path)
-    fs.create_dir(outputs.fs_path, recursive=True)
-    fs.create_dir(loc.child(STATS_DIR).fs_path, recursive=True)
+        for name in (SUMMARY_FILE, JOB_FILE):
+            if fs.get_file_info(loc.child(name).fs_path).type == pafs.FileType.File:
+                fs.delete_file(loc.child(name).fs_path)
+    if resume and job is not None:
+        _check_same_job(loc, job)
+    try:
+        for name in (OUTPUTS_DIR, STATS_DIR, DONE_DIR):
+            fs.create_dir(loc.child(name).fs_path, recursive=True)
+        if job is not None:
+            _write_json(loc.child(JOB_FILE), job)
+    except OSError as err:
+        raise OutputError(f"output.path {loc.uri}: cannot write ({err}); {CREDENTIALS_HINT}") from None
     return loc
+
+
+def _check_same_job(loc: Location, job: dict[str, Any]) -> None:
+    target = loc.child(JOB_FILE)
+    if loc.filesystem.get_file_info(target.fs_path).type != pafs.FileType.File:
+        return  # nothing ran here yet (or a run from before job.json existed): nothing to compare
+    with loc.filesystem.open_input_stream(target.fs_path) as f:
+        earlier = json.loads(f.read())
+    diffs = [key for key in sorted(set(earlier) | set(job)) if earlier.get(key) != job.get(key)]
+    if diffs:
+        raise OutputError(f"output.path {loc.uri}: output.resume continues the same job, but "
+                          f"{', '.join(diffs)} differ from the earlier run's {JOB_FILE}; set output.overwrite=true "
+                          f"or choose another path")
+
+
+def _write_json(target: Location, value: Any) -> None:
+    with target.filesystem.open_output_stream(target.fs_path) as f:
+        f.write(json.dumps(value, indent=2).encode() + b"\n")
+
+
+def mark_done(loc: Location, stats: ShardStats) -> None:
+    """done/<shard prefix>.json: the shard is complete; its figures, for a resume's stats and summary."""
+    _write_json(loc.child(DONE_DIR, f"{shard_prefix(stats.shard)}.json"), asdict(stats))
+
+
+def load_done(loc: Location, shards: dict[str, int]) -> dict[str, ShardStats]:
+    """Completed shards of an earlier run: {uri: figures}, for input shards whose row count still matches."""
+    fs = loc.filesystem
+    infos = fs.get_file_info(pafs.FileSelector(loc.child(DONE_DIR).fs_path, allow_not_found=True))
+    done: dict[str, ShardStats] = {}
+    for info in infos:
+        if info.type != pafs.FileType.File or not info.path.endswith(".json"):
+            continue
+        with fs.open_input_stream(info.path) as f:
+            stats = ShardStats(**json.loads(f.read()))
+        if shards.get(stats.shard) == stats.input_rows and stats.complete:
+            done[stats.shard] = stats
+    return done
+
+
+def drop_partial(loc: Location, keep: set[str]) -> int:
+    """Delete outputs/ files of every shard not in `keep` (and stray temporary files); returns the count."""
+    fs = loc.filesystem
+    outputs = loc.child(OUTPUTS_DIR)
+    keep_prefixes = {shard_prefix(s) for s in keep}
+    name = re.compile(r"(.+)-[0-9a-f]{16}\.parquet\Z")
+    deleted = 0
+    for info in fs.get_file_info(pafs.FileSelector(outputs.fs_path, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        m = name.match(info.base_name)
+        if m is None or m.group(1) not in keep_prefixes:
+            fs.delete_file(info.path)
+            deleted += 1
+    return deleted
 
 
 def write_shard_stats(loc: Location, table: pa.Table) -> str:
@@ -103,6 +192,5 @@ def write_shard_stats(loc: Location, table: pa.Table) -> str:
 def write_summary(loc: Location, summary: dict[str, Any]) -> str:
     """summary.json; returns its URI."""
     target = loc.child(SUMMARY_FILE)
-    with loc.filesystem.open_output_stream(target.fs_path) as f:
-        f.write(json.dumps(summary, indent=2, sort_keys=False).encode() + b"\n")
+    _write_json(target, summary)
     return target.uri

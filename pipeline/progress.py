@@ -58,7 +58,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     hist = t["acceptance_histogram"]
     total_iters = sum(hist)
     shares = " ".join(f"{i + 1}:{100.0 * n / total_iters:.0f}%" for i, n in enumerate(hist) if n) or "-"
-    return "\n".join([
+    lines = [
         f"job {summary['name']!r} done in {_duration(t['job_seconds'])}: mode {summary['mode']}, "
         f"model {summary['model']['path']}, {summary['actors']} actor(s) on {devices}",
         f"  rows       {t['rows']:,} in {t['shards']} shard(s), {t['errors']:,} with errors",
@@ -70,4 +70,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  outputs    {summary['paths']['outputs']}",
         f"  stats      {summary['paths']['shard_stats']}",
         f"  summary    {summary['paths']['summary']}",
-    ])
+    ]
+    resumed = summary.get("resumed") or {}
+    if resumed.get("shards"):
+        lines.insert(2, f"  resumed    {resumed['shards']:,} shard(s) ({resumed['rows']:,} rows) completed by an "
+                        f"earlier run, kept as they were")
+    skipped = summary.get("skipped_files") or []
+    if skipped:
+        lines.insert(2, f"  skipped    {len(skipped)} bad input file(s) (input.on_bad_file=skip):")
+        for i, bad in enumerate(skipped):
+            lines.insert(3 + i, f"               {bad['file']}: {bad['reason']}")
+    return "\n".join(lines)

@@ -18,10 +18,22 @@ from pipeline.storage import Location, locate, uri_of
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _METADATA_THREADS = 16
+CREDENTIALS_HINT = ("check the AWS settings (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, "
+                    "AWS_ENDPOINT_URL)")
+_ACCESS_ERRORS = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "AccessDenied",
+                  "NETWORK_CONNECTION", "Access Denied")
 
 
 class InputError(ValueError):
     """Input that cannot be read; the message names the path or file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """An input file that cannot be a shard, and why (skipped with input.on_bad_file=skip)."""
+
+    uri: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -87,30 +99,51 @@ def _list_files(loc: Location) -> list[str]:
     return []
 
 
-def _inspect(fs: pafs.FileSystem, fs_path: str, uri: str, required: tuple[str, ...]) -> Shard:
-    """Read one footer: row count and columns, with errors that name the file."""
+def _inspect(fs: pafs.FileSystem, fs_path: str, uri: str, required: tuple[str, ...]) -> Shard | BadFile:
+    """Read one footer: row count and columns; a BadFile says what is wrong with the file."""
     try:
         with fs.open_input_file(fs_path) as f:
+            if f.size() == 0:
+                return BadFile(uri, "empty file (0 bytes)")
             meta = pq.read_metadata(f)
     except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
-        raise InputError(f"shard {uri}: not a readable Parquet file ({type(err).__name__}: {err})") from None
+        if _is_access_error(err):
+            raise InputError(f"shard {uri}: cannot read ({err}); {CREDENTIALS_HINT}") from None
+        return BadFile(uri, f"not a readable Parquet file ({type(err).__name__}: {err})")
     names = meta.schema.to_arrow_schema().names
     missing = [c for c in required if c not in names]
     if missing:
-        raise InputError(f"shard {uri}: no column {missing[0]!r} (columns: {', '.join(names) or 'none'})")
+        return BadFile(uri, f"no column {missing[0]!r} (columns: {', '.join(names) or 'none'})")
     return Shard(uri=uri, fs_path=fs_path, num_rows=meta.num_rows)
 
 
+def _is_access_error(err: Exception) -> bool:
+    """Errors of the store (credentials, permissions, network), not of the file: never skipped."""
+    text = str(err)
+    return isinstance(err, PermissionError) or any(code in text for code in _ACCESS_ERRORS)
+
+
 def list_shards(path: str, required_columns: list[str] | tuple[str, ...] = ()) -> list[Shard]:
+    """All Parquet files under `path`, sorted, with row counts; any bad file is an error.
+
+    See `scan_shards`; this is `scan_shards(..., on_bad_file="error")[0]`.
+    """
+    return scan_shards(path, required_columns)[0]
+
+
+def scan_shards(path: str, required_columns: list[str] | tuple[str, ...] = (),
+                on_bad_file: str = "error") -> tuple[list[Shard], list[BadFile]]:
     """All Parquet files under `path` (file, folder, glob or s3:// prefix), sorted, with row counts.
 
     Args:
         path: the job's `input.path`.
         required_columns: columns every shard must have (prompt, id, sampling columns).
+        on_bad_file: "error" (raise on the first bad file) or "skip" (return bad files apart).
     Returns:
-        One Shard per file, sorted by path.
+        (one Shard per good file, one BadFile per skipped file), both sorted by path.
     Raises:
-        InputError: nothing matches, or a file is unreadable or lacks a required column.
+        InputError: nothing matches or the store refuses access (credentials); a bad file with
+            on_bad_file="error"; no good file left with "skip".
     """
     try:
         loc = locate(path)
@@ -119,10 +152,20 @@ def list_shards(path: str, required_columns: list[str] | tuple[str, ...] = ()) -
     try:
         files = sorted(set(_list_files(loc)))
     except OSError as err:
-        raise InputError(f"input.path {path!r}: cannot list ({err})") from None
+        hint = f"; {CREDENTIALS_HINT}" if _is_access_error(err) else ""
+        raise InputError(f"input.path {path!r}: cannot list ({err}){hint}") from None
     if not files:
         raise InputError(f"input.path {path!r}: no Parquet files match")
     fs = loc.filesystem
     required = tuple(required_columns)
     with ThreadPoolExecutor(max_workers=min(_METADATA_THREADS, len(files))) as pool:
-        return list(pool.map(lambda p: _inspect(fs, p, uri_of(p, loc.is_s3), required), files))
+        found = list(pool.map(lambda p: _inspect(fs, p, uri_of(p, loc.is_s3), required), files))
+    shards = [f for f in found if isinstance(f, Shard)]
+    bad = [f for f in found if isinstance(f, BadFile)]
+    if bad and on_bad_file != "skip":
+        more = f"; {len(bad) - 1} more bad file(s)" if len(bad) > 1 else ""
+        raise InputError(f"shard {bad[0].uri}: {bad[0].reason}{more} (input.on_bad_file=skip skips bad files)")
+    if not shards:
+        raise InputError(f"input.path {path!r}: none of the {len(files)} Parquet file(s) is usable, e.g. "
+                         f"{bad[0].uri}: {bad[0].reason}")
+    return shards, bad

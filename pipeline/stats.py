@@ -154,12 +154,27 @@ class StatsAccumulator:
         self.shards = {uri: ShardStats(uri, n) for uri, n in shards}
         self.engines: dict[str, int] = {}  # `_engine` JSON -> partial rows seen
         self.total = ShardStats("(all)", sum(s.input_rows for s in self.shards.values()))
+        self.resumed: set[str] = set()  # shards completed by an earlier run (output.resume)
+
+    def restore(self, done: dict[str, ShardStats]) -> None:
+        """Take an earlier run's completed shards as they are: they count in the shard table and as
+        complete, not in `total` (this run's work)."""
+        for uri, stats in done.items():
+            self.shards[uri] = stats
+            self.total.input_rows -= stats.input_rows
+            self.resumed.add(uri)
+
+    def newly_complete(self, partials: pa.Table) -> list[ShardStats]:
+        """Shards that `partials` touched and that are now complete."""
+        return [self.shards[u] for u in set(partials.column("shard").to_pylist()) if self.shards[u].complete]
 
     def add(self, partials: pa.Table) -> None:
         for p in partials.to_pylist():
             stats = self.shards.get(p["shard"])
             if stats is None:
                 raise RuntimeError(f"rows arrived for shard {p['shard']!r}, which is not an input shard")
+            if p["shard"] in self.resumed:
+                raise RuntimeError(f"rows arrived for shard {p['shard']!r}, which an earlier run completed")
             stats.add(p)
             self.total.add(p)
             self.engines[p["engine"]] = self.engines.get(p["engine"], 0) + 1

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 S3_SCHEME = "s3://"
+# Attempts per S3 request (AWS standard retry: exponential backoff, capped): rides out a store
+# that restarts or throttles for a few seconds (tests/pipeline/test_s3.py restarts the server).
+S3_MAX_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def filesystem_for(s3: bool) -> pafs.FileSystem:
     """
     if not s3:
         return pafs.LocalFileSystem()
-    kwargs = {}
+    kwargs: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS)}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         kwargs["endpoint_override"] = endpoint

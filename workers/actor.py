@@ -2,14 +2,15 @@
 
 Ray builds one per actor in the pool (`map_batches(GenerateActor, compute=ActorPoolStrategy)`):
 `__init__` pays for the heavy imports and the model load once; each `__call__` is one batch of
-rows and one `engine.generate`. torch is imported here only, never in the driver.
+rows and one `engine.generate` (split in halves when it runs out of memory: workers/rows.py).
+torch is imported here only, never in the driver.
 """
 from __future__ import annotations
 
 import os
 import pyarrow as pa
 
-from workers.rows import engine_info_json, process_batch
+from workers.rows import OOM_ERRORS, engine_info_json, process_batch
 from workers.spec import WorkerSpec
 
 # What a worker fetches for a hub id: weights, configs and the tokenizer. Never code (issue 6:
@@ -43,6 +44,8 @@ class GenerateActor:
 
         self.spec = spec
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.oom_errors = OOM_ERRORS + (torch.cuda.OutOfMemoryError,)
+        self.on_oom = torch.cuda.empty_cache if device == "cuda" else None
         dtype = spec.dtype if spec.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
         model_dir = resolve_model_dir(spec.model_path)
         self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype,
@@ -68,7 +71,7 @@ class GenerateActor:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return process_batch(batch, self.spec, self.tokenizer, self.engine, self.info)
+        return process_batch(batch, self.spec, self.tokenizer, self.engine, self.info, self.oom_errors, self.on_oom)
 
     def __repr__(self) -> str:  # shown in Ray's actor names and errors
         return f"GenerateActor({self.spec.model_path!r}, mode={self.spec.mode})"

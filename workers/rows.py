@@ -2,8 +2,10 @@
 
 Pure Python over pyarrow (no torch), so it is tested with a fake engine. A bad row never fails
 the batch: it gets `error` set and null figures, and the other rows run (cf. ray-project/ray#59194,
-where one over-long prompt killed a whole job). An exception from the engine itself is not a row
-error: it propagates and ends the actor.
+where one over-long prompt killed a whole job). Running out of memory is not fatal either: the
+batch is split in halves and retried, down to single rows, and a row that runs out of memory alone
+gets `error` (`generate_in_halves`). Any other exception from the engine is not a row error: it
+propagates and ends the actor (Ray restarts it and retries the batch, see pipeline/job.py).
 
 Per-row figures (the engine's RequestStats, see workers/params.py):
   iterations       verify (AR) forwards the row took part in; in AR mode one per token
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -64,6 +67,9 @@ BATCH_SCHEMA = pa.schema(ROW_FIELDS + INTERNAL_FIELDS)
 RAY_PATH_COLUMN = "path"  # read_parquet(include_paths=True)
 RAY_HASH_COLUMN = "row_hash"  # read_parquet(include_row_hash=True)
 _INT_PARAMS = ("max_new_tokens", "top_k", "seed")
+_MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+OOM_ERRORS: tuple[type[BaseException], ...] = (MemoryError,)  # the actor adds torch.cuda.OutOfMemoryError
+log = logging.getLogger(__name__)
 
 
 class Tokenizer(Protocol):
@@ -151,13 +157,15 @@ def _sampling(spec: WorkerSpec, overrides: dict[str, Any], rid: str) -> tuple[Sa
             return None, f"sampling {name} must be a number, got {type(value).__name__}"
         if isinstance(value, float) and math.isnan(value):
             return None, f"sampling {name} is NaN"
+        if isinstance(value, float) and math.isinf(value):
+            return None, f"sampling {name} is infinite"
         if name in _INT_PARAMS:
             if isinstance(value, float) and not value.is_integer():
                 return None, f"sampling {name} must be an integer, got {value}"
             value = int(value)
         values[name] = value
-    if values["seed"] < 0:
-        return None, f"sampling seed must be >= 0, got {values['seed']}"
+    if not 0 <= values["seed"] <= _MAX_SEED:
+        return None, f"sampling seed must be in [0, 2**63 - 1], got {values['seed']}"
     try:
         return SamplingParams(block_size=spec.block_size, **values), None
     except ValueError as err:
@@ -190,6 +198,8 @@ def parse_rows(batch: pa.Table, spec: WorkerSpec) -> list[Row]:
             shown = cells[i] if isinstance(cells[i], str) or cells[i] is None else json.dumps(
                 cells[i], ensure_ascii=False, default=str)
         row = Row(id=rid, shard=shard, row_hash=hashes[i], prompt=shown, error=error or err)
+        if row.error is None and spec.duplicate_rows:
+            row.error = spec.duplicate_rows.get(hashes[i])
         if row.error is None:
             row.params, row.error = _sampling(spec, {k: v[i] for k, v in overrides.items()}, rid)
         if row.error is None:
@@ -217,7 +227,13 @@ def tokenize(rows: list[Row], spec: WorkerSpec, tokenizer: Tokenizer, max_model_
         encoded = tokenizer([r.text for r in good], add_special_tokens=True)["input_ids"]
     for r, ids in zip(good, encoded):
         r.token_ids = list(ids)
-        if len(ids) + 1 > max_model_len:
+        if spec.too_long == "truncate":
+            # Left-truncate: keep the end of the prompt (with the chat template, its last turn and the
+            # assistant header) and make room for the row's max_new_tokens (at least one token).
+            keep = max(1, max_model_len - r.params.max_new_tokens)
+            if len(ids) > keep:
+                r.token_ids = r.token_ids[-keep:]
+        elif len(ids) + 1 > max_model_len:
             r.error = (f"prompt has {len(ids)} tokens; max_model_len {max_model_len} leaves room for at most "
                        f"{max_model_len - 1}")
 
@@ -272,7 +288,8 @@ def build_table(rows: list[Row], results: dict[int, Result], completions: dict[i
 
 
 def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engine: EngineLike,
-                  engine_info: str) -> pa.Table:
+                  engine_info: str, oom_errors: tuple[type[BaseException], ...] = OOM_ERRORS,
+                  on_oom: Callable[[], None] | None = None) -> pa.Table:
     """One actor call: parse, tokenise, one `engine.generate` for the good rows, decode, build rows.
 
     Args:
@@ -281,6 +298,7 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
         tokenizer: the checkpoint's own tokenizer.
         engine: the loaded Engine (or a fake with the same `generate`).
         engine_info: JSON facts about the engine, copied into `_engine`.
+        oom_errors, on_oom: out-of-memory handling, see `generate_in_halves`.
     Returns:
         One output row per input row, in order (BATCH_SCHEMA).
     """
@@ -293,14 +311,47 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
     engine_seconds = 0.0
     if todo:
         t0 = time.perf_counter()
-        out = engine.generate([rows[i].token_ids for i in todo], [rows[i].params for i in todo], mode=spec.mode)
+        out = generate_in_halves(engine, [rows[i].token_ids for i in todo], [rows[i].params for i in todo],
+                                 spec.mode, oom_errors, on_oom)
         engine_seconds = time.perf_counter() - t0
         if len(out) != len(todo):
             raise RuntimeError(f"engine returned {len(out)} results for {len(todo)} prompts")
-        results = dict(zip(todo, out))
-        texts = tokenizer.batch_decode([r.token_ids for r in out], skip_special_tokens=True)
-        completions = dict(zip(todo, texts))
+        for i, res in zip(todo, out):
+            if isinstance(res, str):
+                rows[i].error = res
+            else:
+                results[i] = res
+        done = list(results)
+        texts = tokenizer.batch_decode([results[i].token_ids for i in done], skip_special_tokens=True)
+        completions = dict(zip(done, texts))
     return build_table(rows, results, completions, engine_seconds, engine_info, started_at)
+
+
+def generate_in_halves(engine: EngineLike, prompts: list[list[int]], params: list[SamplingParams], mode: str,
+                       oom_errors: tuple[type[BaseException], ...] = OOM_ERRORS,
+                       on_oom: Callable[[], None] | None = None) -> list[Result | str]:
+    """`engine.generate`, but out of memory splits the batch in halves and retries each, recursively.
+
+    Args:
+        engine: the Engine (or a fake).
+        prompts, params, mode: as for `engine.generate`.
+        oom_errors: what counts as out of memory (the actor passes torch.cuda.OutOfMemoryError too).
+        on_oom: called after each out-of-memory error, before the retry (the actor frees the CUDA cache).
+    Returns:
+        Per prompt, in order: its Result, or the error text for a prompt that ran out of memory alone.
+    """
+    try:
+        return list(engine.generate(prompts, params, mode=mode))
+    except oom_errors as err:
+        if on_oom is not None:
+            on_oom()
+        if len(prompts) == 1:
+            return [f"out of memory with this row alone ({type(err).__name__}: {str(err)[:200]})"]
+        half = len(prompts) // 2
+        log.warning("out of memory on %d rows (%s); retrying as %d + %d", len(prompts), type(err).__name__, half,
+                    len(prompts) - half)
+        return (generate_in_halves(engine, prompts[:half], params[:half], mode, oom_errors, on_oom)
+                + generate_in_halves(engine, prompts[half:], params[half:], mode, oom_errors, on_oom))
 
 
 def worker_name() -> str:

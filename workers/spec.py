@@ -5,7 +5,7 @@ YAML, so `workers` does not import `pipeline` (imports run jobs -> pipeline -> w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -29,3 +29,5 @@ class WorkerSpec:
     chat_template: bool = True
     enable_thinking: bool = False
     s3_input: bool = False  # Ray's `path` column drops the scheme; put s3:// back for `shard`
+    too_long: str = "error"  # error | truncate (keep the end of the prompt)
+    duplicate_rows: dict[int, str] = field(default_factory=dict)  # Ray row hash -> error (pipeline/ids.py)

@@ -82,7 +82,8 @@ def test_override_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"^--set model.path.x: model.path is a value \('m'\), not a section$"):
         load_config(path, ["model.path.x=1"])
     with pytest.raises(ConfigError, match=r"^.*: resources.gpus: unknown key \(known here: batch_size, "
-                                          r"cpus_per_worker, gpus_per_worker, num_workers\)$"):
+                                          r"cpus_per_worker, gpus_per_worker, max_restarts, max_task_retries, "
+                                          r"num_workers\)$"):
         load_config(path, ["resources.gpus=1"])
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.shards import InputError, list_shards
+from pipeline.shards import InputError, list_shards, scan_shards
 from pipeline.storage import locate, uri_of
 
 
@@ -34,10 +34,36 @@ def test_corrupt_file_and_missing_column_name_the_file(write_shards, tmp_path):
     root = write_shards({"good.parquet": {"text": ["a"]}})
     with pytest.raises(InputError) as err:
         list_shards(str(root), ["prompt"])
-    assert str(err.value) == f"shard {root}/good.parquet: no column 'prompt' (columns: text)"
+    assert str(err.value) == (f"shard {root}/good.parquet: no column 'prompt' (columns: text) "
+                              f"(input.on_bad_file=skip skips bad files)")
     (root / "bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InputError, match=rf"^shard {root}/bad.parquet: not a readable Parquet file \("):
         list_shards(str(root), ["text"])
+
+
+def test_bad_files_are_skipped_and_listed(write_shards):
+    root = write_shards({"a.parquet": {"prompt": ["x"]}, "b.parquet": {"text": ["y"]},
+                         "d.parquet": {"prompt": []}})
+    (root / "c.parquet").write_bytes(b"PAR1 truncated")
+    (root / "e.parquet").write_bytes(b"")
+    with pytest.raises(InputError) as err:
+        scan_shards(str(root), ["prompt"])
+    assert str(err.value) == (f"shard {root}/b.parquet: no column 'prompt' (columns: text); 2 more bad file(s) "
+                              f"(input.on_bad_file=skip skips bad files)")
+    shards, bad = scan_shards(str(root), ["prompt"], on_bad_file="skip")
+    assert [(s.uri, s.num_rows) for s in shards] == [(f"{root}/a.parquet", 1), (f"{root}/d.parquet", 0)]
+    assert [b.uri for b in bad] == [f"{root}/b.parquet", f"{root}/c.parquet", f"{root}/e.parquet"]
+    assert bad[0].reason == "no column 'prompt' (columns: text)"
+    assert bad[1].reason.startswith("not a readable Parquet file (ArrowInvalid: ")
+    assert bad[2].reason == "empty file (0 bytes)"
+
+
+def test_only_bad_files_is_an_error_even_when_skipping(write_shards):
+    root = write_shards({"b.parquet": {"text": ["y"]}})
+    with pytest.raises(InputError) as err:
+        scan_shards(str(root), ["prompt"], on_bad_file="skip")
+    assert str(err.value) == (f"input.path {str(root)!r}: none of the 1 Parquet file(s) is usable, e.g. "
+                              f"{root}/b.parquet: no column 'prompt' (columns: text)")
 
 
 def test_locations():

@@ -77,7 +77,8 @@ def test_prepare_output_refuses_or_clears_earlier_results(tmp_path):
     with pytest.raises(OutputError) as err:
         prepare_output(str(tmp_path), overwrite=False)
     assert str(err.value) == (f"output.path {tmp_path}: outputs/ already holds 1 files from an earlier run; "
-                              f"set output.overwrite=true or choose another path")
+                              f"set output.overwrite=true or choose another path (output.resume=true finishes "
+                              f"that run)")
     prepare_output(str(tmp_path), overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "outputs", "stats"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done", "keep.txt", "outputs", "stats"]
     assert list((tmp_path / "outputs").iterdir()) == []

@@ -100,7 +100,7 @@ def test_sampling_columns_and_seeds(tokenizer, engine):
     rows = run(table, spec, tokenizer, engine)
     assert [r["error"] for r in rows] == [
         None, None, "sampling temperature is NaN", "sampling temperature must be >= 0, got -1.0",
-        "sampling max_new_tokens must be an integer, got 2.5", "sampling seed must be >= 0, got -4"]
+        "sampling max_new_tokens must be an integer, got 2.5", "sampling seed must be in [0, 2**63 - 1], got -4"]
     params = engine.calls[0][1]
     assert params == [
         SamplingParams(max_new_tokens=3, temperature=0.5, seed=row_seed(3, rows[0]["id"])),
