@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any, Callable
@@ -111,6 +112,9 @@ def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, clust
         [s.fs_path for s in shards], filesystem=loc.filesystem, include_paths=True, include_row_hash=True,
     ).select_columns(input_columns(config) + [RAY_PATH_COLUMN, RAY_HASH_COLUMN])  # pushed down into the read
     ds = ds.repartition(target_num_rows_per_block=batch)
+    # Ray 2.60 has no named parameters for restarts and retries yet; it warns that passing them as
+    # remote args is deprecated (until 2.64) on every run, which only confuses a job's log.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
     ds = ds.map_batches(
         actor_cls or GenerateActor, fn_constructor_kwargs={"spec": worker_spec(config, loc.is_s3, duplicate_rows)},
         batch_size=batch, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers), num_cpus=cpus,
