@@ -40,7 +40,7 @@ def outputs_by_prompt(out) -> dict[str, dict]:
 
 @pytest.mark.timeout(180)
 def test_bad_rows_and_bad_files_never_stop_the_job(ray_session, tiny_model, write_shards, tmp_path):
-    long_prompt = "the end of a long prompt: " * 8  # 208 bytes -> 209 tokens with BOS, max_model_len 64
+    long_prompt = "the end of a long prompt: " * 8  # 208 tokens (byte-level), max_model_len 64
     inputs = write_shards({
         "a.parquet": pa.table({
             "key": ["a0", "a1", "a2", "a3", "a4", "dup", "dup", None],

@@ -47,3 +47,35 @@ def test_resolve_model_dir(tiny_model, tmp_path):
     assert resolve_model_dir(str(tiny_model)) == str(tiny_model)
     with pytest.raises(FileNotFoundError, match=r"model.path '/nope' is not a checkpoint folder nor a hub id"):
         resolve_model_dir("/nope")
+
+
+def test_checkpoint_code_is_never_run(tiny_model, tmp_path):
+    """A checkpoint that asks for its own Python (auto_map in config.json and tokenizer_config.json)
+    loads with the built-in classes; its module is never imported (no trust_remote_code anywhere)."""
+    ckpt = tmp_path / "with_code"
+    shutil.copytree(tiny_model, ckpt)
+    marker = tmp_path / "code_ran"
+    (ckpt / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
+                                  "from transformers import PreTrainedTokenizerFast\n"
+                                  "class EvilTokenizer(PreTrainedTokenizerFast):\n    pass\n")
+    for name, auto_map in (("tokenizer_config.json", {"AutoTokenizer": [None, "evil.EvilTokenizer"]}),
+                           ("config.json", {"AutoModelForCausalLM": "evil.EvilModel"})):
+        cfg = json.loads((ckpt / name).read_text())
+        cfg["auto_map"] = auto_map
+        (ckpt / name).write_text(json.dumps(cfg))
+    actor = GenerateActor(WorkerSpec(model_path=str(ckpt), max_new_tokens=2))
+    assert type(actor.tokenizer).__name__ != "EvilTokenizer" and not marker.exists()
+
+
+def test_hub_downloads_are_weights_configs_and_tokenizers_only():
+    from fnmatch import fnmatch
+
+    from workers.actor import _HUB_PATTERNS
+
+    def fetched(name):
+        return any(fnmatch(name, p) for p in _HUB_PATTERNS)
+
+    assert all(fetched(n) for n in ("config.json", "model-00001-of-00002.safetensors", "tokenizer.json",
+                                    "chat_template.jinja", "merges.txt"))
+    assert not any(fetched(n) for n in ("modeling_qwen3.py", "pytorch_model.bin", "model.pt", "weights.pkl",
+                                        "tokenization_x.py"))

@@ -152,3 +152,79 @@ def test_engine_failure_propagates(tokenizer):
 
     with pytest.raises(RuntimeError, match="device-side assert"):
         process_batch(batch(["a"]), WorkerSpec(model_path="m"), tokenizer, Broken(0), "{}")
+
+
+class OomAbove(FakeEngine):
+    """Raises MemoryError for batches larger than `limit` prompts, and for any batch holding a
+    prompt longer than `huge` tokens (a row too big even alone)."""
+
+    def __init__(self, token: int, limit: int, huge: int = 10_000) -> None:
+        super().__init__(token)
+        self.limit, self.huge, self.sizes = limit, huge, []
+
+    def generate(self, prompts, params, mode="orthrus"):
+        self.sizes.append(len(prompts))
+        if len(prompts) > self.limit or any(len(p) > self.huge for p in prompts):
+            raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().generate(prompts, params, mode)
+
+
+def test_out_of_memory_halves_the_batch_down_to_one_row(tokenizer):
+    engine = OomAbove(tokenizer.encode("x", add_special_tokens=False)[0], limit=2, huge=20)
+    freed = []
+    prompts = ["a", "b", "c", "d", "e", "y" * 30, "g"]
+    out = process_batch(batch(prompts), WorkerSpec(model_path="m", max_new_tokens=3, chat_template=False), tokenizer,
+                        engine, "{}", on_oom=lambda: freed.append(1))
+    rows = out.select(OUTPUT_SCHEMA.names).to_pylist()
+    # 7 -> 3 + 4 -> (1 + 2) + (2 + 2) -> the pair holding the 31-token row -> that row alone fails.
+    assert engine.sizes == [7, 3, 1, 2, 4, 2, 2, 1, 1]
+    assert len(freed) == 5  # out of memory at 7, 3, 4, the pair, and the row alone
+    assert [r["error"] for r in rows] == [None] * 5 + [
+        "out of memory with this row alone (MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB)", None]
+    assert [r["num_completion_tokens"] for r in rows] == [3, 3, 3, 3, 3, None, 3]
+
+
+def test_other_engine_errors_are_not_split(tokenizer):
+    class Broken(FakeEngine):
+        def generate(self, prompts, params, mode="orthrus"):
+            self.calls.append(len(prompts))
+            raise ValueError("bad state")
+
+    engine = Broken(0)
+    with pytest.raises(ValueError, match="bad state"):
+        process_batch(batch(["a", "b"]), WorkerSpec(model_path="m"), tokenizer, engine, "{}")
+    assert engine.calls == [2]
+
+
+def test_too_long_prompts_error_or_keep_their_end(tokenizer, engine):
+    prompt = "abcdefghij" * 10  # 100 tokens (byte-level, no BOS); max_model_len 64
+    spec = WorkerSpec(model_path="m", max_new_tokens=4, chat_template=False, too_long="truncate")
+    rows = run(batch([prompt, "short"]), spec, tokenizer, engine)
+    assert [r["error"] for r in rows] == [None, None]
+    assert rows[0]["num_prompt_tokens"] == 60  # 64 - max_new_tokens
+    sent = engine.calls[0][0][0]
+    assert sent == tokenizer(prompt)["input_ids"][-60:]  # the end of the prompt is kept
+    assert rows[0]["prompt"] == prompt  # the output shows the prompt as given
+    rows = run(batch([prompt]), WorkerSpec(model_path="m", chat_template=False), tokenizer, engine)
+    assert rows[0]["error"] == "prompt has 100 tokens; max_model_len 64 leaves room for at most 63"
+
+
+def test_out_of_range_sampling_values(tokenizer, engine):
+    table = batch(["a"] * 6, temp=[math.inf, -0.5, 0.0, 0.0, 0.0, 0.0], top_p=[1.0, 1.0, 1.5, 0.0, 1.0, 1.0],
+                  seed=pa.array([None, None, None, None, float(2**63), -1.0], pa.float64()))
+    spec = WorkerSpec(model_path="m", sampling_columns=(("temperature", "temp"), ("top_p", "top_p"),
+                                                        ("seed", "seed")))
+    rows = run(table, spec, tokenizer, engine)
+    assert [r["error"] for r in rows] == [
+        "sampling temperature is infinite", "sampling temperature must be >= 0, got -0.5",
+        "sampling top_p must be in (0, 1], got 1.5", "sampling top_p must be in (0, 1], got 0.0",
+        "sampling seed must be in [0, 2**63 - 1], got 9223372036854775808",
+        "sampling seed must be in [0, 2**63 - 1], got -1"]
+    assert engine.calls == []
+
+
+def test_duplicate_rows_from_the_driver_get_errors(tokenizer, engine):
+    spec = WorkerSpec(model_path="m", id_column="key",
+                      duplicate_rows={2: "duplicate id 'k': row 0 of /d/a has it first"})
+    rows = run(batch(["a", "b"], key=["k", "k"]), spec, tokenizer, engine)
+    assert [r["error"] for r in rows] == [None, "duplicate id 'k': row 0 of /d/a has it first"]
