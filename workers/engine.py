@@ -190,15 +190,10 @@ class Engine:
         st.seed[idx] = dev([p.seed for p in ps], torch.long)
         width = st.stop_ids.shape[1]
         st.stop_ids[idx] = dev([list(stops[r]) + [-1] * (width - len(stops[r])) for r in rids], torch.long)
-        budget_tokens = max(self.prefill_chunk, 1)
         with torch.inference_mode():
-            i = 0
-            while i < len(admitted):  # group rows so each prefill forward stays within the token budget
-                longest, j = 0, i
-                while j < len(admitted) and max(longest, len(prompts[rids[j]])) * (j - i + 1) <= budget_tokens or j == i:
-                    longest, j = max(longest, len(prompts[rids[j]])), j + 1
-                prefill(self.model, self.cache, slots[i:j], [prompts[r] for r in rids[i:j]], self.prefill_chunk)
-                i = j
+            for group in _prefill_groups([len(prompts[r]) for r in rids], self.prefill_chunk):
+                prefill(self.model, self.cache, [slots[g] for g in group], [prompts[rids[g]] for g in group],
+                        self.prefill_chunk)
 
     def _collect(self, st: SlotState, done: list[int], sched: Scheduler, prompts, K: int, results: list) -> None:
         idx = torch.tensor(done, device=self.device)
@@ -213,6 +208,21 @@ class Engine:
                 acceptance_lengths=hist[row, : its[row]].tolist(),
             )
             results[rid] = Result(out[row, : gen[row]].tolist(), "stop" if stopped[row] else "length", stats)
+
+
+def _prefill_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive groups of rows whose padded size (rows x longest) stays within `budget` tokens;
+    a row longer than the budget goes alone (prefill then runs it in chunks)."""
+    groups: list[list[int]] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if groups and max(longest, n) * (len(groups[-1]) + 1) <= budget:
+            groups[-1].append(i)
+            longest = max(longest, n)
+        else:
+            groups.append([i])
+            longest = n
+    return groups
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -94,3 +94,22 @@ def test_ar_mode_is_one_verify_pass_per_token():
     assert r.token_ids == chain(6, 20)
     assert r.stats.iterations == 20 and r.stats.diffusion_passes == 0 and r.stats.acceptance_lengths == [1] * 20
     assert eng.model.calls == {"ar": 21, "diffusion": 0}  # prefill + 20 steps
+
+
+def test_prefill_groups_stay_within_the_token_budget():
+    from workers.engine import _prefill_groups
+
+    assert _prefill_groups([10, 10, 10, 10], 25) == [[0, 1], [2, 3]]
+    assert _prefill_groups([5, 40, 5], 30) == [[0], [1], [2]]  # the long row goes alone
+    assert _prefill_groups([3, 3, 3], 100) == [[0, 1, 2]]
+
+
+def test_long_prompts_prefill_in_chunks_and_stay_lossless(orthrus_ckpt):
+    """Prompts longer than the prefill chunk and groups split by the budget give the same tokens."""
+    from tests.workers.conftest import random_prompts
+
+    prompts = random_prompts(5, seed=9, max_len=60)
+    params = SamplingParams(max_new_tokens=12, stop_token_ids=())
+    whole = Engine.from_pretrained(orthrus_ckpt, max_batch_size=5, max_model_len=128).generate(prompts, params)
+    chunked = Engine.from_pretrained(orthrus_ckpt, max_batch_size=5, max_model_len=128, prefill_chunk=7).generate(prompts, params)
+    assert [r.token_ids for r in chunked] == [r.token_ids for r in whole]
