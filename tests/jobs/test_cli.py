@@ -46,7 +46,7 @@ def test_usage_errors_exit_2_before_ray(tmp_path, write_shards, capsys):
                                        f"'ar' (got 'fast')\n")
     assert main(["run", job]) == 2
     assert capsys.readouterr().err == (f"orthrus-batch: error: shard {inputs}/a.parquet: no column 'prompt' "
-                                       f"(columns: text)\n")
+                                       f"(columns: text) (input.on_bad_file=skip skips bad files)\n")
     assert main(["run", job, "--set", f"model.path={tmp_path}/none"]) == 2
     assert capsys.readouterr().err == (f"orthrus-batch: error: model.path '{tmp_path}/none': no checkpoint folder "
                                        f"there, and not a hub id (org/name)\n")
