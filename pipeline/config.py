@@ -5,11 +5,13 @@ Errors name the dotted key and what is wrong with it, for the YAML file and for 
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -81,6 +83,24 @@ class EngineSection(_Section):
                                                        "prompt gets an `error` or is truncated (`prompt.too_long`).")
     cuda_graphs: bool | None = Field(None, description="Replay decode steps as CUDA graphs; null = on when the "
                                                        "actor runs on CUDA.")
+    pass_costs: str | None = Field(None, description="A bench/engine_speed.py result (JSON with `pass_costs` "
+                                                     "rows) for this GPU and model: with it and no block_size, "
+                                                     "K is chosen per batch from these costs and the acceptance "
+                                                     "seen so far, AR where that is faster "
+                                                     "(workers/draft_length.py).")
+
+    @field_validator("pass_costs")
+    @classmethod
+    def _pass_costs_readable(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            rows = json.loads(Path(path).read_text())["pass_costs"]
+            if not rows or not all({"batch", "block_size", "ms_per_iteration"} <= set(r) for r in rows):
+                raise ValueError("rows need batch, block_size and ms_per_iteration")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot read pass costs from {path!r}: {e}") from None
+        return os.path.abspath(path)
 
 
 class SamplingSection(_Section):

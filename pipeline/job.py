@@ -52,7 +52,7 @@ def worker_spec(config: JobConfig, s3_input: bool, duplicate_rows: dict[int, str
     return WorkerSpec(
         model_path=model, dtype=c.model.dtype, mode=c.engine.mode, block_size=c.engine.block_size,
         max_batch_size=c.engine.max_batch_size, max_model_len=c.engine.max_model_len,
-        cuda_graphs=c.engine.cuda_graphs,
+        cuda_graphs=c.engine.cuda_graphs, pass_costs=c.engine.pass_costs,
         prompt_column=c.input.prompt_column, messages_column=c.input.messages_column, id_column=c.input.id_column,
         sampling_columns=tuple(c.input.sampling_columns.columns().items()),
         max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature, top_k=c.sampling.top_k,

@@ -48,9 +48,12 @@ class GenerateActor:
         self.on_oom = torch.cuda.empty_cache if device == "cuda" else None
         dtype = spec.dtype if spec.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
         model_dir = resolve_model_dir(spec.model_path)
+        from workers.draft_length import PassCosts
+
+        costs = PassCosts.from_bench(spec.pass_costs) if spec.pass_costs else None
         self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype,
                                              max_batch_size=spec.max_batch_size, max_model_len=spec.max_model_len,
-                                             cuda_graphs=spec.cuda_graphs)
+                                             cuda_graphs=spec.cuda_graphs, pass_costs=costs)
         cfg = self.engine.config
         if spec.mode == "orthrus" and not cfg.is_orthrus:
             raise ValueError(f"model {spec.model_path!r} is a plain Qwen3 checkpoint (no Orthrus heads); "

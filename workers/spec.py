@@ -17,6 +17,7 @@ class WorkerSpec:
     max_batch_size: int = 64
     max_model_len: int = 4096
     cuda_graphs: bool | None = None  # None: on when the actor runs on CUDA
+    pass_costs: str | None = None  # bench JSON for choosing K per batch (workers/draft_length.py)
     prompt_column: str | None = "prompt"
     messages_column: str | None = None
     id_column: str | None = None

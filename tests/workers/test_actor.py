@@ -79,3 +79,25 @@ def test_hub_downloads_are_weights_configs_and_tokenizers_only():
                                     "chat_template.jinja", "merges.txt"))
     assert not any(fetched(n) for n in ("modeling_qwen3.py", "pytorch_model.bin", "model.pt", "weights.pkl",
                                         "tokenization_x.py"))
+
+
+def test_pass_costs_let_the_engine_choose_the_block_size(tiny_model, tmp_path):
+    """engine.pass_costs reaches the engine: with costs where AR always wins once drafts are judged
+    poor, the actor's engine picks AR (K = 1) for a batch, and says so in its choice."""
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"pass_costs": [{"batch": 1, "block_size": 1, "ms_per_iteration": 1.0},
+                                                {"batch": 1, "block_size": 8, "ms_per_iteration": 50.0}]}))
+    actor = GenerateActor(WorkerSpec(model_path=str(tiny_model), max_new_tokens=3, max_model_len=128,
+                                     pass_costs=str(costs)))
+    assert actor.engine.pass_costs.ms == {(1, 1): 1.0, (1, 8): 50.0}
+    actor.engine.tracker.update([1] * 300, K=8)  # 300 iterations, every first draft rejected
+    assert actor.engine.choose_block_size(4) == 1
+
+
+def test_pass_costs_file_is_checked_at_the_edge(tmp_path):
+    from pipeline.config import ConfigError, build_config
+
+    raw = {"input": {"path": "x.parquet"}, "model": {"path": "m"}, "output": {"path": "o"},
+           "engine": {"pass_costs": str(tmp_path / "missing.json")}}
+    with pytest.raises(ConfigError, match=r"engine.pass_costs: .*cannot read pass costs from '.*missing.json'"):
+        build_config(raw)
