@@ -77,7 +77,8 @@ class EngineSection(_Section):
     mode: Literal["orthrus", "ar"] = Field("orthrus", description="orthrus: diffusion drafts verified by the AR "
                                                                    "view; ar: plain one-token-per-step decoding.")
     block_size: int | None = Field(None, ge=2, description="Draft block size K (Orthrus mode; at least 2); "
-                                                           "null = the engine's default.")
+                                                           "null = the checkpoint's block_size, or chosen per "
+                                                           "batch when engine.pass_costs is set.")
     max_batch_size: int = Field(64, ge=1, description="Most sequences the engine decodes at once.")
     max_model_len: int = Field(4096, ge=2, description="Most tokens (prompt + completion) per sequence; a longer "
                                                        "prompt gets an `error` or is truncated (`prompt.too_long`).")
