@@ -113,3 +113,21 @@ def test_long_prompts_prefill_in_chunks_and_stay_lossless(orthrus_ckpt):
     whole = Engine.from_pretrained(orthrus_ckpt, max_batch_size=5, max_model_len=128).generate(prompts, params)
     chunked = Engine.from_pretrained(orthrus_ckpt, max_batch_size=5, max_model_len=128, prefill_chunk=7).generate(prompts, params)
     assert [r.token_ids for r in chunked] == [r.token_ids for r in whole]
+
+
+def test_engine_is_usable_after_a_failed_generate():
+    """An error inside a step (a CUDA OOM, say) propagates; the next call starts clean and exact."""
+    eng = engine(max_batch_size=2)
+    real_forward, calls = eng.model.forward, {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise MemoryError("out of memory (simulated)")
+        return real_forward(*args)
+
+    eng.model.forward = flaky
+    with pytest.raises(MemoryError, match="simulated"):
+        eng.generate([[1], [2], [3]], SamplingParams(max_new_tokens=30, stop_token_ids=(), block_size=4))
+    res = eng.generate([[7], [8]], SamplingParams(max_new_tokens=20, stop_token_ids=(), block_size=4))
+    assert [r.token_ids for r in res] == [chain(7, 20), chain(8, 20)]
