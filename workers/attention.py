@@ -74,9 +74,3 @@ def grouped_attention(q: torch.Tensor, keys: torch.Tensor, vals: torch.Tensor, m
     probs = scores.masked_fill(~m, float("-inf")).softmax(-1).to(q.dtype)
     return torch.matmul(probs, vals).reshape(B, H, T, D)  # [B, H, T, D]
 
-
-def causal_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Plain causal self-attention over a whole sequence (training, reference checks)."""
-    T = q.shape[2]
-    pos = torch.arange(T, device=q.device).expand(q.shape[0], T)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, T), enable_gqa=True)

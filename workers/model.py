@@ -159,6 +159,8 @@ class Qwen3Orthrus(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, view: str, attend: Attend) -> torch.Tensor:
         """Final-normed hidden states [B, T, hidden] for tokens [B, T] at positions [B, T]."""
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
         if view == "diffusion" and not self.orthrus:
             raise ValueError("this checkpoint has no diffusion view (no *_diff tensors): use mode='ar'")
         x = self.model.embed_tokens(input_ids)

@@ -147,3 +147,10 @@ def test_bfloat16_divergence_is_reported(orthrus_ckpt, capsys):
         print(f"\n[bf16 report] rows differing from fp32 AR: bf16 AR {differ(bf16['ar'], fp32)}/16, "
               f"bf16 Orthrus {differ(bf16['orthrus'], fp32)}/16; bf16 Orthrus vs bf16 AR {differ(bf16['orthrus'], bf16['ar'])}/16")
     assert all(len(r.token_ids) == 24 for r in bf16["orthrus"])
+
+
+def test_unknown_view_is_refused(orthrus_ckpt):
+    model, _ = load_model(orthrus_ckpt)
+    ids = torch.zeros(1, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"view must be one of \('ar', 'diffusion'\), got 'diff'"):
+        model(ids, ids, "diff", lambda layer, q, k, v: q)
