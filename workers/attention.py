@@ -73,4 +73,3 @@ def grouped_attention(q: torch.Tensor, keys: torch.Tensor, vals: torch.Tensor, m
     m = mask.expand(B, 1, T, S)[:, :, None].expand(B, 1, G, T, S).reshape(B, 1, G * T, S)
     probs = scores.masked_fill(~m, float("-inf")).softmax(-1).to(q.dtype)
     return torch.matmul(probs, vals).reshape(B, H, T, D)  # [B, H, T, D]
-
