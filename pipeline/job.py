@@ -36,6 +36,7 @@ from pipeline.progress import Progress, flush_print, format_summary
 from pipeline.shards import InputError, Shard, scan_shards
 from pipeline.stats import StatsAccumulator
 from pipeline.storage import locate
+from workers.hub import is_hub_id
 from workers.rows import RAY_HASH_COLUMN, RAY_PATH_COLUMN
 from workers.spec import WorkerSpec
 
@@ -68,7 +69,7 @@ def check_model_path(path: str) -> None:
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise InputError(f"model.path {path!r}: the folder has no config.json")
         return
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+    if not is_hub_id(path):
         raise InputError(f"model.path {path!r}: no checkpoint folder there, and not a hub id (org/name)")
 
 

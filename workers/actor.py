@@ -10,23 +10,20 @@ from __future__ import annotations
 import os
 import pyarrow as pa
 
+from workers.hub import is_hub_id
 from workers.rows import OOM_ERRORS, engine_info_json, process_batch
 from workers.spec import WorkerSpec
-
-# What a worker fetches for a hub id: weights, configs and the tokenizer. Never code (issue 6:
-# no remote code).
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 
 def resolve_model_dir(path: str) -> str:
     """A local checkpoint folder for `path`: the folder itself, or a hub snapshot in the HF cache."""
     if os.path.isdir(path):
         return os.path.abspath(path)
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+    if not is_hub_id(path):
         raise FileNotFoundError(f"model.path {path!r} is not a checkpoint folder nor a hub id (org/name)")
-    from huggingface_hub import snapshot_download
+    from workers.loader import resolve
 
-    return snapshot_download(path, allow_patterns=_HUB_PATTERNS)
+    return str(resolve(path))
 
 
 class GenerateActor:

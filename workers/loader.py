@@ -12,10 +12,9 @@ import torch
 from safetensors import safe_open
 
 from workers.config import CheckpointError, ModelConfig
+from workers.hub import HUB_FILES, is_hub_id
 from workers.model import Qwen3Orthrus
 
-CHECKPOINT_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "*.jinja",
-                    "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json"]
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
@@ -24,12 +23,12 @@ def resolve(path_or_id: str | Path) -> Path:
     p = Path(path_or_id).expanduser()
     if p.is_dir():
         return p
-    if p.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") != 1:
+    if not is_hub_id(str(path_or_id)):
         raise CheckpointError(f"{path_or_id}: not a checkpoint folder (and not a hub id of the form 'org/name')")
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(path_or_id), allow_patterns=CHECKPOINT_FILES))
+        return Path(snapshot_download(str(path_or_id), allow_patterns=HUB_FILES))
     except Exception as e:  # offline, unknown repo, auth: say which and why
         raise CheckpointError(f"{path_or_id}: could not fetch from the Hugging Face hub: {e}") from e
 

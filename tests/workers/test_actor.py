@@ -70,10 +70,10 @@ def test_checkpoint_code_is_never_run(tiny_model, tmp_path):
 def test_hub_downloads_are_weights_configs_and_tokenizers_only():
     from fnmatch import fnmatch
 
-    from workers.actor import _HUB_PATTERNS
+    from workers.hub import HUB_FILES
 
     def fetched(name):
-        return any(fnmatch(name, p) for p in _HUB_PATTERNS)
+        return any(fnmatch(name, p) for p in HUB_FILES)
 
     assert all(fetched(n) for n in ("config.json", "model-00001-of-00002.safetensors", "tokenizer.json",
                                     "chat_template.jinja", "merges.txt"))
