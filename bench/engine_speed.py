@@ -78,20 +78,25 @@ def read_bandwidth() -> float:
     return x.numel() * x.element_size() / (ms / 1e3)
 
 
+def fill_rows(engine: Engine, B: int, ctx: int) -> None:
+    """Make slots 0..B-1 active greedy rows at context ctx that never finish (no prefill needed:
+    pass costs do not depend on what the cache holds)."""
+    st = engine.state
+    st.active.zero_()
+    st.active[:B], st.length[:B], st.generated[:B] = True, ctx, 0
+    st.budget[:B], st.greedy[:B], st.stop_ids[:B] = 10**6, True, -1
+    st.anchor[:B] = torch.randint(0, 1000, (B,), device="cuda")
+
+
 def pass_costs(engine: Engine, batches, blocks, ctx: int) -> list[dict]:
     """Steady-state iteration time: B rows at context ctx, replaying the captured step."""
-    st, rows = engine.state, []
+    rows = []
     for B in batches:
         for K in blocks:
-            def reset():
-                st.active.zero_()
-                st.active[:B], st.length[:B], st.generated[:B] = True, ctx, 0
-                st.budget[:B], st.greedy[:B], st.stop_ids[:B] = 10**6, True, -1
-                st.anchor[:B] = torch.randint(0, 1000, (B,), device="cuda")
-            reset()
+            fill_rows(engine, B, ctx)
             n_keys = ctx + 128
             engine.run_step(B, K, n_keys, False)  # capture
-            reset()
+            fill_rows(engine, B, ctx)
             ms = cuda_time(lambda: engine.run_step(B, K, n_keys, False), 5 if B * K >= 2048 else 15)
             rows.append({"batch": B, "block_size": K, "ms_per_iteration": round(ms, 3), "context": ctx})
             print(f"pass cost B={B:4d} K={K:3d}: {ms:8.2f} ms", flush=True)
@@ -100,9 +105,7 @@ def pass_costs(engine: Engine, batches, blocks, ctx: int) -> list[dict]:
 
 def profile(engine: Engine, B: int, K: int, ctx: int) -> None:
     """Kernel time table of one eager (ungraphed) iteration: where the milliseconds go."""
-    st = engine.state
-    st.active.zero_()
-    st.active[:B], st.length[:B], st.generated[:B], st.budget[:B], st.greedy[:B], st.stop_ids[:B] = True, ctx, 0, 10**6, True, -1
+    fill_rows(engine, B, ctx)
     for _ in range(3):
         engine._step(B, K, ctx + 128, False)
     torch.cuda.synchronize()

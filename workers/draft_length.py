@@ -77,9 +77,9 @@ class AcceptanceTracker:
         self.passed = self.passed or [0] * self.max_block
 
     def update(self, acceptance_lengths: list[int], K: int) -> None:
+        if K < 2:  # AR steps judge no drafts
+            return
         for n in acceptance_lengths:
-            if K < 2:
-                return
             reached = min(n, K - 1)  # drafts judged: the accepted ones plus the first rejection
             for j in range(reached):
                 self.tried[j] += 1
