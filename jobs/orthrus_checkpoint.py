@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from workers.loader import tensor_files
 from workers.model import Qwen3Orthrus
 from workers.tiny import save_safetensors
 
@@ -25,12 +26,13 @@ SHARD_BYTES = 15 * 1024 * 1024  # < 16 MiB: what one file back from a device cal
 
 def read_base_tensors(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors checkpoint (single file or sharded), as stored."""
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    by_file: dict[Path, list[str]] = {}
+    for name, path in tensor_files(Path(folder)).items():  # the loader's index reading and its errors
+        by_file.setdefault(path, []).append(name)
     out: dict[str, torch.Tensor] = {}
-    for fname in files:
-        with safe_open(str(folder / fname), framework="pt", device="cpu") as f:
-            for name in f.keys():
+    for path, names in by_file.items():
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in names:
                 out[name] = f.get_tensor(name)
     return out
 

@@ -33,7 +33,7 @@ def resolve(path_or_id: str | Path) -> Path:
         raise CheckpointError(f"{path_or_id}: could not fetch from the Hugging Face hub: {e}") from e
 
 
-def _tensor_files(folder: Path) -> dict[str, Path]:
+def tensor_files(folder: Path) -> dict[str, Path]:
     """Map each tensor name to the safetensors file that holds it."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -55,7 +55,7 @@ def load_model(path_or_id: str | Path, device: str = "cpu", dtype: torch.dtype =
     """Build the model for the checkpoint and load every tensor; returns (model in eval mode, folder)."""
     folder = resolve(path_or_id)
     cfg = ModelConfig.from_file(folder / "config.json")
-    files = _tensor_files(folder)
+    files = tensor_files(folder)
     with torch.device("meta"):
         model = Qwen3Orthrus(cfg)
     params = dict(model.named_parameters())
