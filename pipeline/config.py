@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not the integer 1, nor "1" a number (issue 13); ints still pass as floats.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SamplingColumns(_Section):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.config import ConfigError, JobConfig, apply_override, build_config, load_config
 
@@ -75,8 +76,7 @@ def test_override_errors_name_the_key(tmp_path):
     path = _job(tmp_path, "input: {path: in, prompt_column: text}\nmodel: {path: m}\noutput: {path: o}\n")
     with pytest.raises(ConfigError) as err:
         load_config(path, ["sampling.temperature=hot"])
-    assert str(err.value) == f"{path}: sampling.temperature: Input should be a valid number, unable to parse " \
-                             f"string as a number (got 'hot')"
+    assert str(err.value) == f"{path}: sampling.temperature: Input should be a valid number (got 'hot')"
     with pytest.raises(ConfigError, match=r"^--set 'engine': expected key=value, e.g. engine.mode=ar$"):
         load_config(path, ["engine"])
     with pytest.raises(ConfigError, match=r"^--set model.path.x: model.path is a value \('m'\), not a section$"):
@@ -105,8 +105,24 @@ def test_unreadable_and_non_mapping_files(tmp_path):
 
 def test_config_is_frozen():
     cfg = build_config(MINIMAL)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError) as err:
         cfg.engine.mode = "ar"  # type: ignore[misc]
+    assert err.value.errors()[0]["type"] == "frozen_instance" and err.value.errors()[0]["msg"] == "Instance is frozen"
+    assert cfg.engine.mode == "orthrus"
+
+
+def test_booleans_are_not_numbers_nor_numbers_booleans():
+    """Strict types at the edge (issue 13): `max_new_tokens: true` used to run as 1."""
+    with pytest.raises(ConfigError) as err:
+        build_config({**MINIMAL, "sampling": {"max_new_tokens": True, "temperature": False}})
+    assert str(err.value) == ("job: sampling.max_new_tokens: Input should be a valid integer (got True); "
+                              "sampling.temperature: Input should be a valid number (got False)")
+    with pytest.raises(ConfigError) as err:
+        build_config({**MINIMAL, "output": {"path": "o", "resume": 1}, "input": {**MINIMAL["input"], "id_column": 7}})
+    assert str(err.value) == ("job: input.id_column: Input should be a valid string (got 7); "
+                              "output.resume: Input should be a valid boolean (got 1)")
+    ok = build_config({**MINIMAL, "sampling": {"temperature": 1}, "resources": {"gpus_per_worker": 1}})
+    assert ok.sampling.temperature == 1.0 and ok.resources.gpus_per_worker == 1.0  # an int is a fine float
 
 
 def test_readme_documents_every_key():
