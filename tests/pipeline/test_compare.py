@@ -125,18 +125,26 @@ def test_no_compared_rows_gives_nan_rate():
 
 
 def test_sample_is_seeded_and_spans_shards(write_shards, tmp_path):
-    picks = choose_rows([5, 0, 10], 6, seed=1)
-    assert sum(len(p) for p in picks) == 6
-    assert all(len(p) == 0 or (p.min() >= 0 and p.max() < n) for p, n in zip(picks, [5, 0, 10]))
-    assert [p.tolist() for p in picks] == [p.tolist() for p in choose_rows([5, 0, 10], 6, seed=1)]
+    """Expected rows are pinned literals (numpy's seeded Generator.choice), not recomputed with choose_rows,
+    and the spread over shards is checked against the counts alone.
+
+    Planted bugs this fails on (issue 10): taking the first n rows, ignoring the seed, an off-by-one in the
+    shard bounds, rows drawn from one shard only.
+    """
+    assert [p.tolist() for p in choose_rows([5, 0, 10], 6, seed=1)] == [[0, 2, 4], [], [0, 4, 7]]
+    assert [p.tolist() for p in choose_rows([5, 10], 4, seed=2)] == [[1, 3, 4], [5]]
     assert [p.tolist() for p in choose_rows([2, 3], 99, seed=0)] == [[0, 1], [0, 1, 2]]
+    # Every row is equally likely, so shard a (5 of 15 rows) holds about a third of the picks.
+    from_a = [len(choose_rows([5, 10], 3, seed=s)[0]) for s in range(200)]
+    assert any(0 < k < 3 for k in from_a) and abs(sum(from_a) / 600 - 1 / 3) < 0.08
+
     inputs = write_shards({"a.parquet": {"prompt": [f"a{i}" for i in range(5)], "x": list(range(5))},
                            "b.parquet": {"prompt": [f"b{i}" for i in range(10)], "x": list(range(10))}})
     shards = list_shards(str(inputs), ["prompt"])
-    sample = write_sample(shards, ["prompt"], 6, seed=1, dest=str(tmp_path / "sample"))
+    sample = write_sample(shards, ["prompt"], 4, seed=2, dest=str(tmp_path / "sample"))
     got = pd.read_parquet(sample.uri)
-    assert sample.rows == 6 and len(got) == 6 and list(got.columns) == ["prompt"]
-    assert sorted(sample.source_of.values()) == sorted({s.uri for s, p in zip(shards, choose_rows([5, 10], 6, 1))
-                                                        if len(p)})
-    again = write_sample(shards, ["prompt"], 6, seed=1, dest=str(tmp_path / "sample"))
-    assert sorted(pd.read_parquet(again.uri)["prompt"]) == sorted(got["prompt"])
+    assert sample.rows == 4 and list(got.columns) == ["prompt"]
+    assert sorted(got["prompt"]) == ["a1", "a3", "a4", "b5"]
+    assert sorted(sample.source_of.values()) == [f"{inputs}/a.parquet", f"{inputs}/b.parquet"]  # spans both
+    again = write_sample(shards, ["prompt"], 4, seed=2, dest=str(tmp_path / "sample"))
+    assert sorted(pd.read_parquet(again.uri)["prompt"]) == ["a1", "a3", "a4", "b5"]
