@@ -24,13 +24,15 @@ class Progress:
     """Prints `rows done, tokens/s, acceptance` at most every `interval_s` seconds.
 
     tokens/s here is completion tokens over the job's elapsed time so far (what the cluster
-    delivers), not the engine's rate inside a batch.
+    delivers), not the engine's rate inside a batch. The final forced line is skipped when the
+    line before it already showed the same rows, so a job never ends on two 100% lines.
     """
 
     def __init__(self, acc: StatsAccumulator, interval_s: float, echo: Callable[[str], None] = flush_print) -> None:
         self.acc, self.interval_s, self.echo = acc, interval_s, echo
         self.started = time.monotonic()
         self.last = self.started
+        self.shown: tuple[int, int, int] | None = None  # (rows, errors, shards done) of the last line printed
 
     def line(self) -> str:
         t = self.acc.total
@@ -46,8 +48,9 @@ class Progress:
 
     def update(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self.last >= self.interval_s:
-            self.last = now
+        state = (self.acc.total.rows, self.acc.total.errors, self.acc.shards_done)
+        if (force and state != self.shown) or now - self.last >= self.interval_s:
+            self.last, self.shown = now, state
             self.echo(self.line())
 
 

@@ -5,6 +5,7 @@ Every test here starts engine actors (about 10 s each for imports), so each has 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -103,6 +104,7 @@ def test_orthrus_job_matches_the_bare_engine(ray_session, tiny_model, tokenizer,
         assert df.loc[k, "forward_passes"] == r.stats.iterations + r.stats.diffusion_passes
         assert df.loc[k, "mean_acceptance_length"] == pytest.approx(r.stats.mean_acceptance_length)
 
+    ok_tokens, ok_iterations = df["num_completion_tokens"].sum(), df["iterations"].sum()
     stats = check_stats_are_row_sums(out, df.reset_index())
     assert list(stats.index) == [f"{inputs}/s0.parquet", f"{inputs}/s1.parquet", f"{inputs}/s2.parquet"]
     assert stats.loc[f"{inputs}/s2.parquet", "rows"] == 0
@@ -117,8 +119,12 @@ def test_orthrus_job_matches_the_bare_engine(ray_session, tiny_model, tokenizer,
     assert summary["config"]["input"]["path"] == str(inputs)
     assert summary["versions"]["ray"].startswith("2.60") and summary["versions"]["torch"]
     assert lines[0] == f"job 't': 3 shard(s), 8 rows -> {out}"
-    assert any(line.endswith("rows 8/8 (100.0%) | errors 3 | shards 3/3 | " + line.split("| shards 3/3 | ")[1])
-               for line in lines if "rows 8/8" in line)
+    # The final progress line, exactly once: figures from outputs/, only the clock-driven ones as patterns.
+    acceptance = ok_tokens / ok_iterations
+    final = [line for line in lines if "rows 8/8" in line]
+    assert len(final) == 1 and final[0] == lines[-2], lines
+    assert re.fullmatch(r"\[\d+s\] rows 8/8 \(100\.0%\) \| errors 3 \| shards 3/3 \| [\d,]+\.\d tok/s \| "
+                        rf"acceptance {acceptance:.2f} tok/iter", final[0]), final[0]
     assert lines[-1].startswith("job 't' done in ") and f"outputs    {out}/outputs" in lines[-1]
 
 
