@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any, Callable
 
+from pipeline.columns import Role, read_schema
 from pipeline.config import JobConfig, build_config, load_config, resume_key
 from pipeline.ids import find_duplicates
 from pipeline.outputs import (OUTPUTS_DIR, commit_batch, drop_partial, load_done, mark_done, prepare_output,
@@ -73,14 +74,20 @@ def check_model_path(path: str) -> None:
         raise InputError(f"model.path {path!r}: no checkpoint folder there, and not a hub id (org/name)")
 
 
+def input_roles(config: JobConfig) -> dict[str, Role]:
+    """The input columns the job reads (every shard must have them), each with its role (pipeline/columns.py)."""
+    i = config.input
+    roles: dict[str, Role] = {i.prompt_column: "prompt"} if i.prompt_column else {i.messages_column: "messages"}
+    if i.id_column:
+        roles.setdefault(i.id_column, "id")
+    for column in i.sampling_columns.columns().values():
+        roles.setdefault(column, "sampling")
+    return roles
+
+
 def input_columns(config: JobConfig) -> list[str]:
     """The input columns the job reads (every shard must have them)."""
-    i = config.input
-    cols = [i.prompt_column or i.messages_column]
-    if i.id_column:
-        cols.append(i.id_column)
-    cols += [c for c in i.sampling_columns.columns().values() if c not in cols]
-    return [c for c in cols if c is not None]
+    return list(input_roles(config))
 
 
 def actor_resources(config: JobConfig, cluster_gpus: float) -> tuple[int, float, float]:
@@ -109,8 +116,11 @@ def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, clust
     loc = locate(config.input.path)
     workers, gpus, cpus = actor_resources(config, cluster_gpus)
     batch = config.resources.batch_size
-    ds = ray.data.read_parquet(
+    roles = input_roles(config)
+    schema = read_schema(roles, [{c: s.schema.field(c).type for c in roles} for s in shards if s.schema is not None])
+    ds = ray.data.read_parquet(  # `schema`: every file is cast to the types decided from the footers
         [s.fs_path for s in shards], filesystem=loc.filesystem, include_paths=True, include_row_hash=True,
+        schema=schema,
     ).select_columns(input_columns(config) + [RAY_PATH_COLUMN, RAY_HASH_COLUMN])  # pushed down into the read
     ds = ds.repartition(target_num_rows_per_block=batch)
     # Ray 2.60 has no named parameters for restarts and retries yet; it warns that passing them as
@@ -175,7 +185,7 @@ def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], N
     echo = echo or flush_print
     config = _coerce(config)
     check_model_path(config.model.path)
-    shards, skipped = scan_shards(config.input.path, input_columns(config), config.input.on_bad_file)
+    shards, skipped = scan_shards(config.input.path, (), config.input.on_bad_file, input_roles(config))
     for bad in skipped:
         echo(f"skipping bad input file {bad.uri}: {bad.reason}")
     out = prepare_output(config.output.path, config.output.overwrite, config.output.resume, resume_key(config))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.columns import Role, messages_kind, type_problem
 from pipeline.storage import Location, locate, uri_of
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -43,6 +45,7 @@ class Shard:
     uri: str  # what the `shard` output column holds: /abs/path.parquet or s3://bucket/key
     fs_path: str  # the same file for pyarrow / Ray (no scheme)
     num_rows: int
+    schema: pa.Schema | None = field(default=None, compare=False, repr=False)  # from the footer
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -99,8 +102,9 @@ def _list_files(loc: Location) -> list[str]:
     return []
 
 
-def _inspect(fs: pafs.FileSystem, fs_path: str, uri: str, required: tuple[str, ...]) -> Shard | BadFile:
-    """Read one footer: row count and columns; a BadFile says what is wrong with the file."""
+def _inspect(fs: pafs.FileSystem, fs_path: str, uri: str, required: tuple[str, ...],
+             roles: dict[str, Role]) -> Shard | BadFile:
+    """Read one footer: row count, columns and their types; a BadFile says what is wrong with the file."""
     try:
         with fs.open_input_file(fs_path) as f:
             if f.size() == 0:
@@ -110,11 +114,33 @@ def _inspect(fs: pafs.FileSystem, fs_path: str, uri: str, required: tuple[str, .
         if _is_access_error(err):
             raise InputError(f"shard {uri}: cannot read ({err}); {CREDENTIALS_HINT}") from None
         return BadFile(uri, f"not a readable Parquet file ({type(err).__name__}: {err})")
-    names = meta.schema.to_arrow_schema().names
-    missing = [c for c in required if c not in names]
+    schema = meta.schema.to_arrow_schema()
+    missing = [c for c in (*required, *roles) if c not in schema.names]
     if missing:
-        return BadFile(uri, f"no column {missing[0]!r} (columns: {', '.join(names) or 'none'})")
-    return Shard(uri=uri, fs_path=fs_path, num_rows=meta.num_rows)
+        return BadFile(uri, f"no column {missing[0]!r} (columns: {', '.join(schema.names) or 'none'})")
+    for column, role in roles.items():
+        problem = type_problem(column, role, schema.field(column).type)
+        if problem:
+            return BadFile(uri, problem)
+    return Shard(uri=uri, fs_path=fs_path, num_rows=meta.num_rows, schema=schema)
+
+
+def _same_messages_kind(found: list[Shard | BadFile], roles: dict[str, Role]) -> list[Shard | BadFile]:
+    """A messages column must be text in every file or a list in every file: the first good file decides."""
+    column = next((c for c, r in roles.items() if r == "messages"), None)
+    if column is None:
+        return found
+    first: Shard | None = None
+    out: list[Shard | BadFile] = []
+    for f in found:
+        kind = messages_kind(f.schema.field(column).type) if isinstance(f, Shard) else None
+        if kind is not None and first is None:
+            first = f
+        elif kind is not None and kind != messages_kind(first.schema.field(column).type):
+            f = BadFile(f.uri, f"column {column!r} is {f.schema.field(column).type} here but "
+                               f"{first.schema.field(column).type} in {first.uri}")
+        out.append(f)
+    return out
 
 
 def _is_access_error(err: Exception) -> bool:
@@ -132,13 +158,15 @@ def list_shards(path: str, required_columns: list[str] | tuple[str, ...] = ()) -
 
 
 def scan_shards(path: str, required_columns: list[str] | tuple[str, ...] = (),
-                on_bad_file: str = "error") -> tuple[list[Shard], list[BadFile]]:
+                on_bad_file: str = "error", roles: dict[str, Role] | None = None) -> tuple[list[Shard], list[BadFile]]:
     """All Parquet files under `path` (file, folder, glob or s3:// prefix), sorted, with row counts.
 
     Args:
         path: the job's `input.path`.
         required_columns: columns every shard must have (prompt, id, sampling columns).
         on_bad_file: "error" (raise on the first bad file) or "skip" (return bad files apart).
+        roles: column -> role (pipeline/columns.py); a column of a type its role cannot take makes
+            the file bad, so mixed types across files never reach Ray.
     Returns:
         (one Shard per good file, one BadFile per skipped file), both sorted by path.
     Raises:
@@ -157,9 +185,10 @@ def scan_shards(path: str, required_columns: list[str] | tuple[str, ...] = (),
     if not files:
         raise InputError(f"input.path {path!r}: no Parquet files match")
     fs = loc.filesystem
-    required = tuple(required_columns)
+    required, roles = tuple(required_columns), dict(roles or {})
     with ThreadPoolExecutor(max_workers=min(_METADATA_THREADS, len(files))) as pool:
-        found = list(pool.map(lambda p: _inspect(fs, p, uri_of(p, loc.is_s3), required), files))
+        found = list(pool.map(lambda p: _inspect(fs, p, uri_of(p, loc.is_s3), required, roles), files))
+    found = _same_messages_kind(found, roles)
     shards = [f for f in found if isinstance(f, Shard)]
     bad = [f for f in found if isinstance(f, BadFile)]
     if bad and on_bad_file != "skip":

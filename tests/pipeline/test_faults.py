@@ -51,6 +51,10 @@ def test_bad_rows_and_bad_files_never_stop_the_job(ray_session, tiny_model, writ
         "b.parquet": {"key": ["b0", "dup"], "prompt": ["fine", "other shard dup"], "temp": [0.0, 0.0],
                       "top_p": [1.0, 1.0], "top_k": [0, 0]},
         "c_missing_column.parquet": {"key": ["c0"], "text": ["no prompt column"]},
+        # Other writers: integer ids and integer sampling cells (read as text / as numbers), an integer prompt.
+        "f_int_ids.parquet": {"key": [7, 8], "prompt": ["int id", "int id 2"], "temp": [0, 0], "top_p": [1, 1],
+                              "top_k": [0, 0]},
+        "g_int_prompt.parquet": {"key": ["g0"], "prompt": [5], "temp": [0.0], "top_p": [1.0], "top_k": [0]},
     })
     (inputs / "d_corrupt.parquet").write_bytes(b"PAR1 this is not parquet")
     (inputs / "e_empty.parquet").write_bytes(b"")
@@ -66,20 +70,21 @@ def test_bad_rows_and_bad_files_never_stop_the_job(ray_session, tiny_model, writ
         "inf top_p": ("a3", "sampling top_p is infinite"), "neg top_k": ("a4", "sampling top_k must be >= 0, got -3"),
         "first dup": ("dup", None), "same shard dup": ("dup", f"duplicate id 'dup': {first}"),
         "x": (rows["x"]["id"], "id is null"), "fine": ("b0", None),
-        "other shard dup": ("dup", f"duplicate id 'dup': {first}")}
+        "other shard dup": ("dup", f"duplicate id 'dup': {first}"), "int id": ("7", None), "int id 2": ("8", None)}
     assert rows["x"]["id"].startswith("a.parquet:")
     # Left-truncated: the last max_model_len - max_new_tokens = 60 tokens of the prompt are kept.
     assert rows[long_prompt]["num_prompt_tokens"] == 60 and rows[long_prompt]["num_completion_tokens"] == 4
     skipped = {f"{inputs}/c_missing_column.parquet": "no column 'prompt' (columns: key, text)",
-               f"{inputs}/e_empty.parquet": "empty file (0 bytes)"}
+               f"{inputs}/e_empty.parquet": "empty file (0 bytes)",
+               f"{inputs}/g_int_prompt.parquet": "column 'prompt' is int64, not text"}
     got = {s["file"]: s["reason"] for s in summary["skipped_files"]}
     assert got.pop(f"{inputs}/d_corrupt.parquet").startswith("not a readable Parquet file (")
     assert got == skipped
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped_files"] == summary["skipped_files"]
-    assert summary["totals"]["rows"] == 10 and summary["totals"]["errors"] == 6
+    assert summary["totals"]["rows"] == 12 and summary["totals"]["errors"] == 6
     text = "\n".join(lines)
     assert f"skipping bad input file {inputs}/e_empty.parquet: empty file (0 bytes)" in text
-    assert "  skipped    3 bad input file(s) (input.on_bad_file=skip):" in text
+    assert "  skipped    4 bad input file(s) (input.on_bad_file=skip):" in text
     assert f"               {inputs}/e_empty.parquet: empty file (0 bytes)" in text
 
 

@@ -75,3 +75,47 @@ def test_locations():
     assert local.uri.endswith("/rel/dir") and local.uri.startswith("/") and not local.is_s3
     with pytest.raises(ValueError, match="names no bucket"):
         locate("s3://")
+
+
+def test_column_types_are_decided_from_the_footers(write_shards):
+    """Issue 13: an integer id or prompt in one file and text in another crashed Ray mid-job."""
+    import pyarrow as pa
+
+    from pipeline.columns import read_schema
+
+    roles = {"prompt": "prompt", "key": "id", "temp": "sampling", "n": "sampling"}
+    root = write_shards({
+        "a.parquet": {"key": ["x", "y"], "prompt": ["p", "q"], "temp": [0.5, 0.0], "n": [1, 2]},
+        "b.parquet": {"key": [7, 8], "prompt": ["r", None], "temp": [0, 1], "n": [3, None]},
+        "c.parquet": pa.table({"key": pa.array([None], pa.null()), "prompt": pa.array([None], pa.null()),
+                               "temp": pa.array([None], pa.null()), "n": pa.array([4], pa.int32())}),
+        "d.parquet": {"key": ["z"], "prompt": [5], "temp": [0.0], "n": [1]},
+        "e.parquet": {"key": ["w"], "prompt": ["s"], "temp": ["hot"], "n": [1]},
+        "f.parquet": {"key": [[1, 2]], "prompt": ["t"], "temp": [0.0], "n": [1]},
+    })
+    with pytest.raises(InputError) as err:
+        scan_shards(str(root), (), roles=roles)
+    assert str(err.value) == (f"shard {root}/d.parquet: column 'prompt' is int64, not text; 2 more bad file(s) "
+                              f"(input.on_bad_file=skip skips bad files)")
+    shards, bad = scan_shards(str(root), (), "skip", roles)
+    assert [s.uri for s in shards] == [f"{root}/a.parquet", f"{root}/b.parquet", f"{root}/c.parquet"]
+    assert [(b.uri, b.reason) for b in bad] == [
+        (f"{root}/d.parquet", "column 'prompt' is int64, not text"),
+        (f"{root}/e.parquet", "column 'temp' is string, not a number"),
+        (f"{root}/f.parquet", "column 'key' is list<element: int64>; ids must be text, numbers or other single "
+                              "values")]
+    schema = read_schema(roles, [{c: s.schema.field(c).type for c in roles} for s in shards])
+    assert schema == pa.schema([("prompt", pa.string()), ("key", pa.string()), ("temp", pa.float64()),
+                                ("n", pa.int64())])
+
+
+def test_messages_files_must_agree_on_text_or_list(write_shards):
+    msgs = [{"role": "user", "content": "hi"}]
+    root = write_shards({"a.parquet": {"m": ['[{"role": "user", "content": "hi"}]']}, "b.parquet": {"m": [msgs]},
+                         "c.parquet": {"m": [3]}})
+    shards, bad = scan_shards(str(root), (), "skip", {"m": "messages"})
+    assert [s.uri for s in shards] == [f"{root}/a.parquet"]
+    assert [(b.uri, b.reason) for b in bad] == [
+        (f"{root}/b.parquet", f"column 'm' is list<element: struct<role: string, content: string>> here but string "
+                              f"in {root}/a.parquet"),
+        (f"{root}/c.parquet", "column 'm' is int64, not text or a list of {role, content}")]
