@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from workers.training.checkpoint import save_safetensors  # the real checkpoint writer; re-exported
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|mask|>"]
 
@@ -79,24 +80,6 @@ def tiny_config(*, orthrus: bool = True, vocab_size: int = 272, hidden_size: int
         cfg["block_size"] = block_size
         cfg["mask_token_id"] = mask_token_id
     return cfg
-
-
-def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, shards: int = 1) -> None:
-    """Write a state dict as one `model.safetensors` or `shards` files plus the index."""
-    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
-    if shards <= 1:
-        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-        return
-    names = sorted(tensors)
-    weight_map, total = {}, 0
-    for i in range(shards):
-        part = names[i::shards]
-        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({n: tensors[n] for n in part}, str(path / fname), metadata={"format": "pt"})
-        weight_map.update({n: fname for n in part})
-        total += sum(tensors[n].numel() * tensors[n].element_size() for n in part)
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 def write_tiny_checkpoint(path: str | Path, *, seed: int = 0, init_std: float = 0.02, shards: int = 1,

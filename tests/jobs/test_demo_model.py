@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from jobs import corpus
-from jobs.demo_prompts import build_prompt_rows, chat_document, function_requests
-from jobs.demo_tokenizer import save_hf_tokenizer, train_bpe
-from jobs.eval_demo import loops
+from workers.training import corpus
+from workers.training.loops import loops
+from workers.training.prompts import build_prompt_rows, chat_document, function_requests
+from workers.training.tokenizer import save_hf_tokenizer, train_bpe
 
 PACKAGES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
 REPO = Path(__file__).resolve().parents[2]

@@ -1,21 +1,26 @@
-"""Head training: the block layout and mask, the loss going down, and the checkpoint it writes."""
+"""Head training (workers/training/): the block layout and mask, the loss going down, the checkpoint it
+writes, the entry points, and the inference path never importing training code."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from jobs.orthrus_checkpoint import read_base_tensors
-from jobs.train_base import Schedule
-from jobs.train_heads import load_for_heads, main, train_heads
-from workers.heads_training import (block_attend, block_inputs, block_mask, causal_attend, diffusion_kl_step,
-                                    freeze_base, tile_blocks)
+import workers
+from jobs.train_heads import main
 from workers.tiny import write_tiny_checkpoint
+from workers.training.checkpoint import read_base_tensors
+from workers.training.diffusion_loss import (block_inputs, causal_attend, diffusion_kl_step, packed_blocks_attend,
+                                             packed_blocks_mask, tile_blocks)
+from workers.training.heads import freeze_base, load_for_heads, train_heads
+from workers.training.loop import Schedule
 
 MASK = 261  # tiny_config's mask token id
+ROOT = Path(workers.__file__).resolve().parent.parent  # the tree whose `workers` these tests import
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,7 @@ def test_tile_blocks_and_mask_layout():
     assert layout.anchors.tolist() == [1, 4, 7]
     assert layout.positions().tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert layout.target_positions().tolist() == [[1, 2], [4, 5], [7, 8]]
-    mask = block_mask(layout)  # [9, 10 + 9]
+    mask = packed_blocks_mask(layout)  # [9, 10 + 9]
     assert mask.shape == (9, 19)
     # block 1 (queries 3..5, anchor 4): AR keys 0..3, its own three diffusion keys, nothing else
     for q in (3, 4, 5):
@@ -58,7 +63,7 @@ def test_batched_block_pass_equals_one_block_at_a_time(base_dir):
     with torch.no_grad():
         model(tokens, pos, "ar", causal_attend(ar_kv))
         ids, dpos = block_inputs(tokens, layout, MASK)
-        batched = model.logits(model(ids, dpos, "diffusion", block_attend(ar_kv, block_mask(layout))))
+        batched = model.logits(model(ids, dpos, "diffusion", packed_blocks_attend(ar_kv, packed_blocks_mask(layout))))
         for b, a in enumerate(layout.anchors.tolist()):
             def attend(i, q, k, v, a=a):
                 keys = torch.cat([ar_kv[i][0][:, :, :a], k], 2).repeat_interleave(2, 1)
@@ -128,7 +133,7 @@ def test_main_writes_an_orthrus_checkpoint_the_engine_runs(base_dir, tmp_path):
 
 
 def test_self_distilled_greedy_rows_are_the_engines_ar_output(base_dir):
-    from jobs.self_distill import distill_rows
+    from workers.training.self_distill import distill_rows
     from workers.engine import Engine, SamplingParams
 
     model = load_for_heads(base_dir, "cpu")
@@ -141,3 +146,99 @@ def test_self_distilled_greedy_rows_are_the_engines_ar_output(base_dir):
     mixed = distill_rows(model, prompts, 10, batch_size=2, temperatures=(0.0, 1.0), seed=0)
     assert torch.equal(mixed[:2], rows[:2])  # first batch greedy, second sampled
     assert "model.layers.0.self_attn.q_proj.weight" in dict(model.named_parameters())  # the model itself stays unfused
+
+
+def test_index_decay_weighs_early_drafts(base_dir):
+    """decay 1 is the plain mean; decay g weighs block index i by g**i, normalised to mean 1."""
+    model = load_for_heads(base_dir, "cpu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "_diff" in name:
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(2))
+    layout = tile_blocks(24, 4, offset=1)
+    with torch.no_grad():
+        plain = diffusion_kl_step(model, tokens, layout, MASK)
+        decayed = diffusion_kl_step(model, tokens, layout, MASK, index_decay=0.5)
+    per_index = plain.kl_by_index  # [3]
+    torch.testing.assert_close(plain.loss, per_index.mean())
+    w = torch.tensor([1.0, 0.5, 0.25])
+    torch.testing.assert_close(decayed.loss, (per_index * w / w.mean()).mean())
+    assert torch.equal(decayed.kl_by_index, per_index)
+
+
+def test_distill_seconds_stops_between_batches(base_dir):
+    from workers.training.self_distill import distill_rows
+
+    model = load_for_heads(base_dir, "cpu")
+    prompts = torch.randint(0, 256, (6, 5), generator=torch.Generator().manual_seed(7))
+    full = distill_rows(model, prompts, 6, batch_size=2, temperatures=(0.0, 1.0), seed=3)
+    cut = distill_rows(model, prompts, 6, batch_size=2, temperatures=(0.0, 1.0), seed=3, seconds=0.0)
+    assert full.shape == (6, 11) and cut.shape == (2, 11)  # at least one batch, then the budget stops it
+    assert torch.equal(cut, full[:2])
+    every = distill_rows(model, prompts, 6, batch_size=2, temperatures=(0.0, 1.0), seed=3, seconds=1e9)
+    assert torch.equal(every, full)  # batch by batch gives the rows of one call
+
+
+def test_sharded_checkpoint_files_stay_under_the_limit(tmp_path, monkeypatch):
+    from workers.training import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SHARD_BYTES", 1000)
+    tensors = {"a": torch.zeros(200), "b": torch.zeros(200), "c": torch.zeros(10), "d": torch.zeros(10)}  # 800, 800, 40, 40 B
+    checkpoint.save_safetensors(tensors, tmp_path, shards=2)  # round-robin would put a and c, b and d: fine
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    for f in tmp_path.glob("*"):
+        f.unlink()
+    tensors = {"a": torch.zeros(200), "b": torch.zeros(10), "c": torch.zeros(200)}  # a + c would share a shard of 1600 B
+    checkpoint.save_safetensors(tensors, tmp_path, shards=2)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    assert len(files) == 3 and all(f.stat().st_size < 1000 + 200 for f in files)
+    assert set(read_base_tensors(tmp_path)) == {"a", "b", "c"}
+
+
+def test_inference_path_never_imports_training():
+    """The engine, model, loader, actor and rows modules load without workers.training (issue 14)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib\n"
+            "for m in ('workers.engine', 'workers.model', 'workers.loader', 'workers.attention', 'workers.actor',"
+            " 'workers.rows', 'workers.orthrus', 'workers.kv_cache', 'workers.scheduler', 'workers.sampler'):\n"
+            "    importlib.import_module(m)\n"
+            "bad = sorted(n for n in sys.modules if n.startswith('workers.training'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
+
+
+def test_loops_module_is_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom workers.training.loops import loop_rate, empty_rate\n"
+            "assert loop_rate([[1, 2] * 40, list(range(90))]) == 0.5\n"
+            "assert 'torch' not in sys.modules, 'loops pulled in torch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
+
+
+@pytest.mark.parametrize("module", ["jobs.train_heads", "jobs.train_base", "jobs.build_demo", "jobs.eval_demo"])
+def test_entry_point_help_is_complete(module, capsys):
+    """--help gives the exact command, no reference to a file the repository lacks, and for every
+    option a help text with its default (issue 13 item 7)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert f"python -m {module}" in mod.__doc__
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "ORTHRUS.md" not in text and "ORTHRUS.md" not in mod.__doc__
+    import re
+
+    blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])[1:]
+    assert blocks, text
+    for block in blocks:
+        flag = block.split()[0]
+        if flag.startswith("-h"):
+            continue
+        assert "(default:" in block, f"{module} {flag} shows no help or default:\n{block}"

@@ -1,9 +1,9 @@
 """Write checkpoints: a plain Qwen3 base, and an Orthrus checkpoint = base tensors + `*_diff` tensors.
 
 The Orthrus writer copies every base tensor byte for byte from the base checkpoint's own files
-(never through the training model, whose dtype may differ), so "every base tensor bit-identical
-to the base" (ORTHRUS.md) holds by construction; only the `*_diff` tensors are new, stored in the
-base's dtype. The config gains what the public format has: architectures ["OrthrusLM"], auto_map,
+(never through the training model, whose dtype may differ), so the Orthrus format's "every base
+tensor bit-identical to the base" holds by construction; only the `*_diff` tensors are new, stored
+in the base's dtype. The config gains what the public format has: architectures ["OrthrusLM"], auto_map,
 block_size, mask_token_id.
 """
 from __future__ import annotations
@@ -14,14 +14,38 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from workers.loader import tensor_files
 from workers.model import Qwen3Orthrus
-from workers.tiny import save_safetensors
+from workers.training.heads import is_diff_tensor
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "vocab.json", "merges.txt", "generation_config.json")
 SHARD_BYTES = 15 * 1024 * 1024  # < 16 MiB: what one file back from a device call may hold
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, shards: int = 1) -> None:
+    """Write a state dict as one `model.safetensors` or `shards` files plus the index.
+
+    Tensors go to shards round-robin in name order; should a shard come out over SHARD_BYTES
+    (a few large tensors), the count grows until none is."""
+    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    if shards <= 1:
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+        return
+    names = sorted(tensors)
+    size = {n: tensors[n].numel() * tensors[n].element_size() for n in names}
+    while shards < len(names) and max(sum(size[n] for n in names[i::shards]) for i in range(shards)) > SHARD_BYTES:
+        shards += 1
+    weight_map = {}
+    for i in range(shards):
+        part = names[i::shards]
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({n: tensors[n] for n in part}, str(path / fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in part})
+    index = {"metadata": {"total_size": sum(size.values())}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 def read_base_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -53,7 +77,7 @@ def write_base_checkpoint(model: Qwen3Orthrus, raw_config: dict, folder: str | P
     """Save a plain Qwen3ForCausalLM checkpoint (no `*_diff` tensors) in `dtype`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {n: p.detach().to("cpu", dtype) for n, p in model.state_dict().items() if "_diff" not in n}
+    state = {n: p.detach().to("cpu", dtype) for n, p in model.state_dict().items() if not is_diff_tensor(n)}
     save_safetensors(state, folder, _shards_for(state))
     cfg = {k: v for k, v in raw_config.items() if k not in ("auto_map", "block_size", "mask_token_id")}
     cfg.update(architectures=["Qwen3ForCausalLM"], torch_dtype=str(dtype).removeprefix("torch."))
@@ -65,7 +89,7 @@ def write_base_checkpoint(model: Qwen3Orthrus, raw_config: dict, folder: str | P
 
 def diff_state(model: Qwen3Orthrus) -> dict[str, torch.Tensor]:
     """The six `*_diff` tensors of every layer, by checkpoint name."""
-    return {n: p.detach().cpu() for n, p in model.state_dict().items() if n.rsplit(".", 2)[-2].endswith("_diff")}
+    return {n: p.detach().cpu() for n, p in model.state_dict().items() if is_diff_tensor(n)}
 
 
 def write_orthrus_checkpoint(base_dir: str | Path, diff_tensors: dict[str, torch.Tensor], out_dir: str | Path, *,
@@ -73,7 +97,7 @@ def write_orthrus_checkpoint(base_dir: str | Path, diff_tensors: dict[str, torch
     """Base tensors copied as stored + `diff_tensors` (cast to the base dtype) + an OrthrusLM config."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = {n: t for n, t in read_base_tensors(base_dir).items() if not n.rsplit(".", 2)[-2].endswith("_diff")}
+    base = {n: t for n, t in read_base_tensors(base_dir).items() if not is_diff_tensor(n)}
     dtype = base["model.embed_tokens.weight"].dtype
     clash = sorted(set(base) & set(diff_tensors))
     if clash:

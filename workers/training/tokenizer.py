@@ -1,7 +1,7 @@
 """Train the demo model's byte-level BPE tokenizer and save it in Hugging Face format.
 
 Byte-level, so any text round-trips; Qwen3's special tokens (`<|endoftext|>`, `<|im_start|>`,
-`<|im_end|>`, `<think>`, `</think>`) plus `<|mask|>`, the Orthrus mask token (ORTHRUS.md: the
+`<|im_end|>`, `<think>`, `</think>`) plus `<|mask|>`, the Orthrus mask token (arXiv 2605.12825: the
 diffusion view feeds it at every drafted position); the Qwen3-style chat template from
 `workers.tiny`, so `AutoTokenizer.from_pretrained(folder).apply_chat_template(...)` works as it does
 for a real Qwen3 checkpoint. A small vocabulary (4096 by default) keeps the embedding a small share

@@ -1,4 +1,4 @@
-"""Training math for the Orthrus diffusion heads (ORTHRUS.md, "Training the diffusion view").
+"""Training math for the Orthrus diffusion heads (arXiv 2605.12825; README "Demo model").
 
 Vocabulary, as in the engine: a *block* of size K is `[anchor, MASK x (K-1)]` at positions
 `a .. a+K-1`, where the *anchor* `a` is a clean token of the row. The diffusion logits at block
@@ -11,8 +11,11 @@ One training step over a batch of clean rows [B, T]:
    values (the "AR cache" a block will read) and gives the target logits;
 2. student: one diffusion pass over all N blocks of every row at once, [B, N*K] tokens. Each block
    attends to the AR keys strictly before its anchor plus its own block's diffusion keys,
-   bidirectionally -- exactly what it sees at decode time -- and nothing of other blocks;
-3. loss: forward KL(p_AR || p_diff) on the K-1 drafting positions of every block.
+   bidirectionally -- exactly what it sees at decode time -- and nothing of other blocks
+   (`packed_blocks_mask`: the visibility of N blocks packed into one pass; not the engine's
+   attention masks, which see one block per row on top of a cache);
+3. loss: forward KL(p_AR || p_diff) on the K-1 drafting positions of every block, optionally
+   weighted per block index (an error at index i voids every later draft of its block).
 Many anchors per row (N = T // K, tiled from a random offset) make one teacher pass feed many
 blocks. Only the six `*_diff` tensors per layer get gradients; the base is frozen.
 """
@@ -24,9 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from workers.model import Qwen3Orthrus
-
-DIFF_TWINS = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")  # each X has an X_diff
-
 
 def _expand_kv(k: torch.Tensor, n_heads: int) -> torch.Tensor:
     """[B, KVH, S, D] -> [B, H, S, D]; explicit, so every SDPA backend (masked ones too) takes GQA."""
@@ -81,7 +81,7 @@ def tile_blocks(row_len: int, block_size: int, offset: int, device: torch.device
     return BlockLayout(anchors=anchors, block_size=block_size, row_len=row_len)
 
 
-def block_mask(layout: BlockLayout) -> torch.Tensor:
+def packed_blocks_mask(layout: BlockLayout) -> torch.Tensor:
     """Boolean attention mask [N*K, T + N*K] (True = attend) for the diffusion pass.
 
     Keys are cat(AR keys of the clean row [T], the blocks' diffusion keys [N*K]). A query of block
@@ -95,7 +95,7 @@ def block_mask(layout: BlockLayout) -> torch.Tensor:
     return torch.cat([ar_visible, own_block], dim=1)
 
 
-def block_attend(ar_kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor):
+def packed_blocks_attend(ar_kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor):
     """An `attend` for the diffusion pass: keys = cat(the layer's recorded AR keys, the block keys)."""
 
     def attend(layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -123,14 +123,19 @@ class StepOutput:
     loss: torch.Tensor  # scalar: mean forward KL over all drafting positions
     agreement: torch.Tensor  # [K-1]: how often the diffusion argmax equals the AR argmax, per block index
     accept_length: torch.Tensor  # scalar: mean over blocks of 1 + (leading agreeing drafts): greedy proxy
+    kl_by_index: torch.Tensor  # [K-1]: mean KL per block index (detached)
 
 
-def diffusion_kl_step(model: Qwen3Orthrus, tokens: torch.Tensor, layout: BlockLayout, mask_token_id: int) -> StepOutput:
+def diffusion_kl_step(model: Qwen3Orthrus, tokens: torch.Tensor, layout: BlockLayout, mask_token_id: int,
+                      index_decay: float = 1.0) -> StepOutput:
     """Teacher AR pass, student diffusion pass over all blocks, forward KL; see the module docstring.
 
     `accept_length` is the greedy acceptance length these blocks would get if the clean row were
     the AR model's own greedy output (true for greedy self-distilled rows): a draft counts only
     if every earlier draft of its block agreed too.
+
+    `index_decay` = g weighs block index i by g**i (normalised to mean 1): with g < 1 the early
+    drafts, on which every later one depends, count more. g = 1 is the plain mean.
     """
     b, t = tokens.shape
     positions = torch.arange(t, device=tokens.device)[None].expand(b, -1)
@@ -140,7 +145,7 @@ def diffusion_kl_step(model: Qwen3Orthrus, tokens: torch.Tensor, layout: BlockLa
         tgt_pos = layout.target_positions().reshape(-1)  # [N*(K-1)]
         teacher = model.logits(hidden[:, tgt_pos]).float().log_softmax(-1)  # [B, N*(K-1), V]
     ids, dpos = block_inputs(tokens, layout, mask_token_id)
-    dhidden = model(ids, dpos, view="diffusion", attend=block_attend(ar_kv, block_mask(layout)))  # [B, N*K, H]
+    dhidden = model(ids, dpos, view="diffusion", attend=packed_blocks_attend(ar_kv, packed_blocks_mask(layout)))  # [B, N*K, H]
     n, kb = layout.num_blocks, layout.block_size
     dhidden = dhidden.view(b, n, kb, -1)[:, :, : kb - 1].reshape(b, n * (kb - 1), -1)  # drop each block's last slot
     student = model.logits(dhidden).float().log_softmax(-1)  # [B, N*(K-1), V]
@@ -148,35 +153,10 @@ def diffusion_kl_step(model: Qwen3Orthrus, tokens: torch.Tensor, layout: BlockLa
     with torch.no_grad():
         agree = (student.argmax(-1) == teacher.argmax(-1)).view(b, n, kb - 1).float()  # [B, N, K-1]
         accept = 1.0 + agree.cumprod(-1).sum(-1).mean()
-    return StepOutput(loss=kl.mean(), agreement=agree.mean(dim=(0, 1)), accept_length=accept)
-
-
-def add_diffusion_heads(base: Qwen3Orthrus) -> Qwen3Orthrus:
-    """An Orthrus model holding `base`'s tensors (shared storage) and `*_diff` copies of their AR twins.
-
-    Copy-initialisation is the paper's recipe: at step 0 the diffusion view is the AR view, so
-    training starts from a model that already drafts the anchor's successor well.
-    """
-    model = Qwen3Orthrus(base.config, orthrus=True).to(device=base.model.embed_tokens.weight.device,
-                                                         dtype=base.model.embed_tokens.weight.dtype)
-    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False, assign=True)
-    if unexpected or any(not n.rsplit(".", 1)[0].endswith("_diff") for n in missing):
-        raise ValueError(f"base and Orthrus module trees differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    with torch.no_grad():
-        for layer in model.model.layers:
-            attn = layer.self_attn
-            for name in DIFF_TWINS:
-                getattr(attn, f"{name}_diff").weight.copy_(getattr(attn, name).weight)
-    model.inv_freq = base.inv_freq
-    return model
-
-
-def freeze_base(model: Qwen3Orthrus) -> list[torch.nn.Parameter]:
-    """Freeze every base tensor; return the `*_diff` parameters, the only ones that train."""
-    trainable = []
-    for name, p in model.named_parameters():
-        is_diff = name.rsplit(".", 2)[-2].endswith("_diff")  # whole-name match: q_proj vs q_proj_diff
-        p.requires_grad_(is_diff)
-        if is_diff:
-            trainable.append(p)
-    return trainable
+        kl_by_index = kl.detach().view(b, n, kb - 1).mean(dim=(0, 1))  # [K-1]
+    if index_decay == 1.0:
+        loss = kl.mean()
+    else:
+        w = index_decay ** torch.arange(kb - 1, device=kl.device, dtype=kl.dtype)  # [K-1]
+        loss = (kl.view(b, n, kb - 1) * (w / w.mean())).mean()
+    return StepOutput(loss=loss, agreement=agree.mean(dim=(0, 1)), accept_length=accept, kl_by_index=kl_by_index)
