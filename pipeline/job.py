@@ -31,13 +31,13 @@ from typing import Any, Callable
 from pipeline.columns import Role, read_schema
 from pipeline.config import JobConfig, build_config, load_config, resume_key
 from pipeline.ids import find_duplicates
+from pipeline.model_path import check_model_path
 from pipeline.outputs import (OUTPUTS_DIR, commit_batch, drop_partial, load_done, mark_done, prepare_output,
                               write_shard_stats, write_summary)
 from pipeline.progress import Progress, flush_print, format_summary
 from pipeline.shards import InputError, Shard, scan_shards
 from pipeline.stats import StatsAccumulator
 from pipeline.storage import locate
-from workers.hub import is_hub_id
 from workers.rows import RAY_HASH_COLUMN, RAY_PATH_COLUMN
 from workers.spec import WorkerSpec
 
@@ -62,16 +62,6 @@ def worker_spec(config: JobConfig, s3_input: bool, duplicate_rows: dict[int, str
         enable_thinking=c.prompt.enable_thinking, s3_input=s3_input, too_long=c.prompt.too_long,
         duplicate_rows=duplicate_rows or {},
     )
-
-
-def check_model_path(path: str) -> None:
-    """Fail before Ray starts when model.path is neither a checkpoint folder nor a hub id (org/name)."""
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise InputError(f"model.path {path!r}: the folder has no config.json")
-        return
-    if not is_hub_id(path):
-        raise InputError(f"model.path {path!r}: no checkpoint folder there, and not a hub id (org/name)")
 
 
 def input_roles(config: JobConfig) -> dict[str, Role]:

@@ -36,7 +36,8 @@ def test_run_prints_progress_and_summary(ray_session, tiny_model, write_shards, 
 def test_usage_errors_exit_2_before_ray(tmp_path, write_shards, capsys):
     inputs = write_shards({"a.parquet": {"text": ["x"]}})
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / "model" / name).write_text("{}")
     job = write_job(tmp_path, inputs, tmp_path / "model", tmp_path / "out")
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err == (f"orthrus-batch: error: {tmp_path}/missing.yaml: cannot read job file "
@@ -49,7 +50,7 @@ def test_usage_errors_exit_2_before_ray(tmp_path, write_shards, capsys):
                                        f"(columns: text) (input.on_bad_file=skip skips bad files)\n")
     assert main(["run", job, "--set", f"model.path={tmp_path}/none"]) == 2
     assert capsys.readouterr().err == (f"orthrus-batch: error: model.path '{tmp_path}/none': no checkpoint folder "
-                                       f"there, and not a hub id (org/name)\n")
+                                       f"there ({tmp_path}/none), and not a hub id (org/name)\n")
     assert main(["run", job, "--set", f"model.path={inputs}"]) == 2
     assert capsys.readouterr().err == f"orthrus-batch: error: model.path '{inputs}': the folder has no config.json\n"
     assert main(["run", job, "--set", f"input.path={tmp_path}/nothing/*.parquet"]) == 2
