@@ -1,10 +1,15 @@
-"""The `attend` callables the model calls once per layer, and the masks they use.
+"""How a layer attends over the paged cache: one rule for every pass, and its reference.
 
-Masks are built from positions, never with `is_causal=True` (top-left aligned when queries and
-keys differ in length: wrong on top of a cache, ORTHRUS.md). True = may attend.
-  verify / AR / prefill: key position <= query position (causal, prefix included);
-  diffusion: key position < anchor position + K (the prefix plus the whole block, both ways).
-A row's keys at or beyond its own length + K are never visible, whatever an earlier row left there.
+Every query sees the keys of its own row at logical positions < its *limit*:
+  AR step, verify, prefill: limit = query position + 1 (causal, prefix included);
+  diffusion block:          limit = anchor position + K (the prefix plus the whole block, both ways,
+                            once the block's diffusion K/V sit in its lookahead slots).
+So masks are functions of positions and lengths only (never `is_causal=True`, which aligns
+top-left on top of a cache), and nothing a previous row left in a page is ever read.
+
+`PagedAttend` writes a pass's K/V into the cache, then attends through the fused kernel
+(workers/paged_attention.py, CUDA) or through `reference_attention` (gather + SDPA; the CPU
+path, and what the GPU tests compare the kernel against).
 """
 from __future__ import annotations
 
@@ -13,63 +18,68 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from workers.kv_cache import KVCache
+from workers.kv_cache import PagedKVCache
 
 
-def causal_mask(q_pos: torch.Tensor, n_keys: int) -> torch.Tensor:
-    """[B, 1, T, S]: key s visible to the query at q_pos[b, t] iff s <= q_pos[b, t]."""
-    keys = torch.arange(n_keys, device=q_pos.device)
-    return (keys <= q_pos[:, :, None])[:, None]
+def reference_attention(q: torch.Tensor, k_layer: torch.Tensor, v_layer: torch.Tensor, cache: PagedKVCache,
+                        table: torch.Tensor, limit: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """q [B, H, T, D] of rows with block tables table [B, P]; keys visible below limit [B, T].
 
-
-def block_mask(length: torch.Tensor, K: int, n_keys: int) -> torch.Tensor:
-    """[B, 1, 1, S]: the diffusion view sees the prefix and its whole block: s < length + K."""
-    keys = torch.arange(n_keys, device=length.device)
-    return (keys < (length[:, None] + K))[:, None, None]
+    Gathers each row's first n_keys positions (n_keys >= every limit) and runs SDPA with an explicit mask."""
+    B = q.shape[0]
+    pos = torch.arange(n_keys, device=q.device).expand(B, n_keys)
+    slots = cache.slots(table, pos)  # [B, S]
+    keys = k_layer[:, slots].transpose(0, 1)  # [B, KVH, S, D]
+    vals = v_layer[:, slots].transpose(0, 1)
+    mask = (pos[:, None, :] < limit[:, :, None])[:, None]  # [B, 1, T, S]
+    return F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, enable_gqa=True)
 
 
 @dataclass
-class CachedAttend:
-    """Write this pass's K/V into the cache at `pos`, then attend over the rows' cached keys.
+class Tiles:
+    """Which queries the kernel handles together: tile i holds queries q_base[i] + t*stride (t < count[i])
+    of cache row row[i]. A decode step has one tile per row; a prefill chunk one per row segment."""
 
-    rows: [B] slot ids; `contiguous` means rows == 0..B-1, so the cache is read as a view.
-    n_keys bounds the key positions read (static for a decode step; the prompt end at prefill).
+    row: torch.Tensor  # [N] int32
+    start: torch.Tensor  # [N] int32: index of the tile's first query along T (decode: 0)
+    count: torch.Tensor  # [N] int32
+    batch: torch.Tensor  # [N] int32: index along the q batch dimension
+    max_count: int
+
+
+@dataclass
+class PagedAttend:
+    """The `attend(layer, q, k, v)` a forward calls: store k/v [B, KVH, T, D] at `slots` [B, T],
+    then attend with q [B, H, T, D] for queries whose key limits are `limit` [B, T].
+
+    table: [B, P] block tables of the q batch's rows (decode), or of every row (prefill, B = 1,
+    where `tiles` says which queries belong to which row). `n_keys` bounds the reference's gather.
     """
 
-    cache: KVCache
-    rows: torch.Tensor
-    pos: torch.Tensor
-    mask: torch.Tensor
+    cache: PagedKVCache
+    table: torch.Tensor
+    slots: torch.Tensor
+    limit: torch.Tensor
     n_keys: int
-    contiguous: bool
+    tiles: Tiles | None = None  # None: decode layout (row b = table row b, T queries each)
+    kernel: object | None = None  # workers.paged_attention.PagedAttentionKernel, or None for the reference
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.cache.write(layer, self.rows, self.pos, k, v)
-        if self.contiguous:  # a decode step: read the first B slots of the cache in place
-            keys = self.cache.k[layer, : q.shape[0], :, : self.n_keys]  # [B, KVH, S, D]
-            vals = self.cache.v[layer, : q.shape[0], :, : self.n_keys]
-            if q.shape[2] > 1:  # a block of queries: SDPA is slow here (grouped_attention)
-                return grouped_attention(q, keys, vals, self.mask)
-            # one query per row (AR): SDPA's kernel beat the GEMM pair on the H200 (7.5 vs 8.8 ms
-            # per 8B step at B=64; bench/results/2026-11-29_h200_8b_*.log)
-        else:  # prefill of some slots: gather their rows
-            keys = self.cache.k[layer][self.rows, :, : self.n_keys]
-            vals = self.cache.v[layer][self.rows, :, : self.n_keys]
-        return F.scaled_dot_product_attention(q, keys, vals, attn_mask=self.mask, enable_gqa=True)
+        self.cache.write(layer, self.slots, k, v)
+        kl, vl = self.cache.k[layer], self.cache.v[layer]
+        if self.kernel is not None:
+            return self.kernel(q, kl, vl, self.cache, self.table, self.limit, self.tiles)
+        if self.tiles is None:
+            return reference_attention(q, kl, vl, self.cache, self.table, self.limit, self.n_keys)
+        return self._reference_segments(q, kl, vl)
 
-
-def grouped_attention(q: torch.Tensor, keys: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention for a handful of queries per row over a long cache, as two batched GEMMs.
-
-    The G query heads that share a KV head are stacked with the block's T queries, so each
-    cached key and value is read once per KV head (no repeat) by one GEMM. On the H200, SDPA's
-    fused kernels spent ~40x the cache-read time on a 2-query block with a mask (bench/results).
-    q: [B, H, T, D]; keys/vals: [B, KVH, S, D]; mask: [B, 1, T or 1, S] (True = attend)."""
-    B, H, T, D = q.shape
-    KVH, S = keys.shape[1], keys.shape[2]
-    G = H // KVH
-    qg = q.reshape(B, KVH, G * T, D)  # head h = kvh * G + g, as enable_gqa groups them
-    scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * D**-0.5  # [B, KVH, G*T, S]
-    m = mask.expand(B, 1, T, S)[:, :, None].expand(B, 1, G, T, S).reshape(B, 1, G * T, S)
-    probs = scores.masked_fill(~m, float("-inf")).softmax(-1).to(q.dtype)
-    return torch.matmul(probs, vals).reshape(B, H, T, D)  # [B, H, T, D]
+    def _reference_segments(self, q: torch.Tensor, kl: torch.Tensor, vl: torch.Tensor) -> torch.Tensor:
+        """Packed prefill on the reference path: one SDPA per row segment."""
+        out = torch.empty_like(q)
+        t = self.tiles
+        for row, start, count in zip(t.row.tolist(), t.start.tolist(), t.count.tolist()):
+            seg = slice(start, start + count)
+            lim = self.limit[:, seg]  # [1, count]
+            n_keys = int(lim.max())
+            out[:, :, seg] = reference_attention(q[:, :, seg], kl, vl, self.cache, self.table[row : row + 1], lim, n_keys)
+        return out

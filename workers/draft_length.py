@@ -18,31 +18,53 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class PassCosts:
-    """ms per iteration at (batch, K), K = 1 being an AR step; batches between measured ones are
-    interpolated linearly in log(batch), outside them the nearest measurement is used."""
+    """ms per iteration at (context, batch, K), K = 1 being an AR step. Batches between measured
+    ones are interpolated linearly in log(batch) (outside them the nearest is used); contexts
+    linearly in context, and beyond the longest measured one extrapolated along the last two
+    (attention's share grows linearly with context). A table keyed (batch, K) has one context."""
 
-    ms: dict[tuple[int, int], float]
+    ms: dict[tuple[int, int, int], float]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ms", {(k if len(k) == 3 else (0, *k)): v for k, v in self.ms.items()})
 
     @classmethod
     def from_bench(cls, path: str | Path) -> "PassCosts":
-        """Read the `pass_costs` rows of a bench/engine_speed.py result."""
+        """Read the `pass_costs` rows of a bench/engine_speed.py result (or an actor's auto measurement)."""
         rows = json.loads(Path(path).read_text())["pass_costs"]
-        return cls({(r["batch"], r["block_size"]): r["ms_per_iteration"] for r in rows})
+        return cls.from_rows(rows)
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> "PassCosts":
+        return cls({(r.get("context", 0), r["batch"], r["block_size"]): r["ms_per_iteration"] for r in rows})
 
     @property
     def blocks(self) -> list[int]:
-        return sorted({k for _, k in self.ms})
+        return sorted({k for _, _, k in self.ms})
 
-    def time(self, batch: int, K: int) -> float:
-        bs = sorted(b for b, k in self.ms if k == K)
+    @property
+    def contexts(self) -> list[int]:
+        return sorted({c for c, _, _ in self.ms})
+
+    def _at_context(self, ctx: int, batch: int, K: int) -> float:
+        bs = sorted(b for c, b, k in self.ms if k == K and c == ctx)
         if not bs:
-            raise KeyError(f"no pass cost measured for block size {K}")
+            raise KeyError(f"no pass cost measured for block size {K} at context {ctx}")
         i = bisect.bisect_left(bs, batch)
         if i == 0 or batch >= bs[-1]:
-            return self.ms[(bs[0] if i == 0 else bs[-1], K)]
+            return self.ms[(ctx, bs[0] if i == 0 else bs[-1], K)]
         lo, hi = bs[i - 1], bs[i]
         w = (math.log(batch) - math.log(lo)) / (math.log(hi) - math.log(lo))
-        return (1 - w) * self.ms[(lo, K)] + w * self.ms[(hi, K)]
+        return (1 - w) * self.ms[(ctx, lo, K)] + w * self.ms[(ctx, hi, K)]
+
+    def time(self, batch: int, K: int, context: int | None = None) -> float:
+        cs = self.contexts
+        if len(cs) == 1 or context is None or context <= cs[0]:
+            return self._at_context(cs[0], batch, K)
+        i = min(bisect.bisect_left(cs, context), len(cs) - 1)
+        lo, hi = cs[i - 1], cs[i]
+        a, b = self._at_context(lo, batch, K), self._at_context(hi, batch, K)
+        return max(a + (b - a) * (context - lo) / (hi - lo), min(a, b))
 
 
 def expected_committed(accept: list[float], K: int) -> float:
@@ -54,9 +76,9 @@ def expected_committed(accept: list[float], K: int) -> float:
     return total
 
 
-def choose_block_size(costs: PassCosts, batch: int, accept: list[float]) -> int:
-    """The measured K (1 = AR) with the most committed tokens per ms at this batch size."""
-    return max(costs.blocks, key=lambda K: (expected_committed(accept, K) / costs.time(batch, K), -K))
+def choose_block_size(costs: PassCosts, batch: int, accept: list[float], context: int | None = None) -> int:
+    """The measured K (1 = AR) with the most committed tokens per ms at this batch size and context."""
+    return max(costs.blocks, key=lambda K: (expected_committed(accept, K) / costs.time(batch, K, context), -K))
 
 
 @dataclass
@@ -85,6 +107,10 @@ class AcceptanceTracker:
                 self.tried[j] += 1
             for j in range(n - 1):
                 self.passed[j] += 1
+
+    def set_counts(self, tried: list[int], passed: list[int]) -> None:
+        """Totals counted on the device (SlotState.tally) replace the host's."""
+        self.tried, self.passed = list(tried), list(passed)
 
     def probabilities(self) -> list[float]:
         return [(p + self.prior_pass) / max(t + self.prior_pass + self.prior_fail, 1e-9) for p, t in zip(self.passed, self.tried)]

@@ -1,13 +1,20 @@
-"""The engine: batched, lossless Orthrus (or plain AR) decoding of token-id prompts.
+"""The engine: a stepping, batched, lossless Orthrus (or plain AR) decoder over a paged KV cache.
 
     engine = Engine.from_pretrained("path/or/org/name", device="cuda", dtype="bfloat16")
-    results = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=64), mode="orthrus")
+    rid = engine.add_request([1, 2, 3], SamplingParams(max_new_tokens=64), mode="orthrus")
+    while engine.has_unfinished():
+        for request_id, result in engine.step():
+            ...
+    engine.generate(prompts, params)  # the same loop, results in prompt order
 
-A step reads as: schedule (admit waiting prompts, prefill them) -> iterate (draft, verify,
-accept, commit on the device) -> postprocess (read the [B] finished vector; collect rows).
+A step reads as: admit (waiting requests take free slots and pages) -> prefill (one packed chunk
+of prompt tokens) -> iterate (draft, verify, accept, commit for every decoding row, on the device)
+-> collect (the rows that finished). Requests join as slots and pages free up, so the batch never
+drains between callers.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -16,45 +23,62 @@ from workers.config import ModelConfig
 from workers.cuda_graphs import GraphedSteps
 from workers.draft_length import AcceptanceTracker, PassCosts, choose_block_size
 from workers.fused import Ops
-from workers.kv_cache import KVCache
+from workers.kv_cache import PagedKVCache, bytes_per_token
 from workers.loader import load_model
 from workers.model import Qwen3Orthrus
 from workers.orthrus import SlotState, iterate, prefill
 from workers.params import RequestStats, Result, SamplingParams
+from workers.request import AUTO, Request, Status
 from workers.scheduler import Scheduler
 
 __all__ = ["Engine", "SamplingParams", "Result", "RequestStats"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("orthrus", "ar")
 MAX_STOP_IDS = 16
-AUTO = 0  # group key: block size chosen per batch
 
 
 class Engine:
-    def __init__(self, model: Qwen3Orthrus, model_dir: Path, *, max_batch_size: int = 64,
+    def __init__(self, model: Qwen3Orthrus, model_dir: Path | str, *, max_batch_size: int = 64,
                  max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048,
+                 page_size: int = 16, kv_cache_tokens: int | None = None, kv_cache_memory_fraction: float = 0.9,
                  cuda_graphs: bool | None = None, fused_kernels: bool | None = None,
-                 pass_costs: PassCosts | None = None) -> None:
+                 pass_costs: PassCosts | None = None, drafter=None) -> None:
+        """Args beyond the model: `max_batch_size` rows decode at once; the KV pool holds
+        `kv_cache_tokens` tokens, or (on CUDA, when None) what `kv_cache_memory_fraction` of the
+        GPU leaves after the weights and a warm-up forward; `drafter` replaces the drafts
+        (benchmarks only: bench/engine_speed.py)."""
         if hasattr(model, "fuse_for_inference"):
             model.fuse_for_inference()
-        self.model, self.model_dir = model, model_dir
+        self.model, self.model_dir = model, Path(model_dir)
         self.config: ModelConfig = model.config
         weight = next(model.parameters())
         self.device, self.dtype = weight.device, weight.dtype
         self.max_batch_size, self.max_model_len = max_batch_size, max_model_len
         self.max_block_size = max(max_block_size, self.config.block_size or 1)
-        self.prefill_chunk = prefill_chunk
-        self.cache = KVCache(self.config, max_batch_size, max_model_len + self.max_block_size, self.device, self.dtype)
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        if self.device.type == "cuda" if fused_kernels is None else fused_kernels:
+        self.prefill_chunk, self.pass_costs, self.drafter = prefill_chunk, pass_costs, drafter
+        on_cuda = self.device.type == "cuda"
+        if on_cuda if fused_kernels is None else fused_kernels:
             Ops.use_compiled()
-        # with measured pass costs, requests without a block_size get K chosen per batch (draft_length.py)
-        self.pass_costs = pass_costs
+        self.kernel = None
+        if on_cuda:
+            from workers.paged_attention import PagedAttentionKernel
+
+            self.kernel = PagedAttentionKernel(self.device)
+        tokens = kv_cache_tokens or self._pool_tokens(page_size, kv_cache_memory_fraction)
+        if tokens < max_model_len + self.max_block_size:
+            raise ValueError(f"kv_cache_tokens={tokens} cannot hold one row of max_model_len={max_model_len} "
+                             f"plus a block of {self.max_block_size}")
+        num_pages = -(-tokens // page_size) + -(-self.max_block_size // page_size)  # + the trash pages
+        self.cache = PagedKVCache(self.config, num_pages, page_size, max_batch_size, max_model_len,
+                                  self.max_block_size, self.device, self.dtype)
         self.tracker = AcceptanceTracker(self.max_block_size)
-        self.drafter = None  # bench hook (set_drafter): replaces the drafts; see bench/engine_speed.py
-        # state and graphs live as long as the engine: a graph is captured once per shape, ever
-        self.state = SlotState.allocate(max_batch_size, max_model_len, MAX_STOP_IDS, self.device)
-        self.run_step = GraphedSteps(self.state, self._step) if self.cuda_graphs else self._step
+        self.state = SlotState.allocate(max_batch_size, max_model_len, MAX_STOP_IDS, self.max_block_size, self.device)
+        self.scheduler = Scheduler(max_batch_size, self.cache, self.max_block_size)
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
+        # graphs live as long as the engine: one capture per (batch bucket, K, sampling), ever
+        self.run_step = GraphedSteps(self.state, self._step, self.kernel is None) if self.cuda_graphs else self._step
+        self.finished: list[tuple[int, Result]] = []
+        self._next_id = 0
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32", max_batch_size: int = 64,
@@ -68,6 +92,38 @@ class Engine:
         return cls(model, folder, max_batch_size=max_batch_size, max_model_len=max_model_len, **kwargs)
 
     # -- public API -----------------------------------------------------------------------
+    def add_request(self, prompt: list[int], params: SamplingParams | None = None, mode: str = "orthrus") -> int:
+        """Queue one prompt (token ids); returns its request id. Errors name what is wrong."""
+        params = params or SamplingParams()
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'orthrus' or 'ar', got {mode!r}")
+        if mode == "orthrus" and not self.config.is_orthrus:
+            raise ValueError(f"{self.model_dir}: a plain Qwen3 checkpoint (no *_diff tensors) can only run mode='ar'")
+        self._check_prompt(prompt, "prompt")
+        stops = params.stop_token_ids if params.stop_token_ids is not None else self.config.eos_token_ids
+        if len(stops) > MAX_STOP_IDS:
+            raise ValueError(f"at most {MAX_STOP_IDS} stop_token_ids, got {len(stops)}")
+        rid, self._next_id = self._next_id, self._next_id + 1
+        if params.seed is None:  # a seed of its own, so identical prompts sample independently
+            params = SamplingParams(**{**params.__dict__, "seed": rid})
+        budget = min(params.max_new_tokens, self.max_model_len - len(prompt))
+        self.scheduler.add(Request(rid, list(prompt), params, self._block_size(params, mode), tuple(stops), budget))
+        return rid
+
+    def step(self) -> list[tuple[int, Result]]:
+        """Admit, prefill a chunk, run one iteration; returns the requests that finished in it."""
+        for req in self.scheduler.admit():
+            if req.to_prefill == 0:  # a one-token prompt: nothing to prefill
+                self._start_decoding(req)
+        self._prefill_chunk()
+        if self.scheduler.decoding:
+            self._iterate()
+        done, self.finished = self.finished, []
+        return done
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None,
                  mode: str = "orthrus") -> list[Result]:
         """Decode every prompt; results come back in prompt order.
@@ -77,53 +133,160 @@ class Engine:
             params: one SamplingParams for all prompts, or one per prompt.
             mode: "orthrus" (draft + verify; needs an OrthrusLM checkpoint) or "ar".
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'orthrus' or 'ar', got {mode!r}")
-        if mode == "orthrus" and not self.config.is_orthrus:
-            raise ValueError(f"{self.model_dir}: a plain Qwen3 checkpoint (no *_diff tensors) can only run mode='ar'")
-        params = params or SamplingParams()
-        plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        plist = [params or SamplingParams()] * len(prompts) if not isinstance(params, list) else params
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
-        groups: dict[int, list[int]] = {}
+        ids = []
+        for i, prompt in enumerate(prompts):
+            self._check_prompt(prompt, f"prompt {i}")
         for i, (prompt, p) in enumerate(zip(prompts, plist)):
-            self._check_prompt(i, prompt)
-            if p.stop_token_ids is not None and len(p.stop_token_ids) > MAX_STOP_IDS:
-                raise ValueError(f"prompt {i}: at most {MAX_STOP_IDS} stop_token_ids, got {len(p.stop_token_ids)}")
-            groups.setdefault(self._block_size(p, mode), []).append(i)
-        results: list[Result | None] = [None] * len(prompts)
-        for K, ids in sorted(groups.items()):
-            if K == AUTO:
-                K = self.choose_block_size(min(self.max_batch_size, len(ids)))
-            self._run(ids, prompts, plist, K, results)
-            if K > 1:
-                for i in ids:
-                    self.tracker.update(results[i].stats.acceptance_lengths, K)
-        return results  # type: ignore[return-value]
+            try:
+                ids.append(self.add_request(prompt, p, mode))
+            except ValueError as e:
+                self.abort_all()
+                raise ValueError(f"prompt {i}: {e}") from None
+        results: dict[int, Result] = {}
+        try:
+            while self.has_unfinished():
+                results.update(self.step())
+        except BaseException:
+            self.abort_all()
+            raise
+        return [results[i] for i in ids]
 
-    def choose_block_size(self, batch: int) -> int:
-        """K for a batch of this size from the pass costs and the acceptance seen so far (1 = AR).
-        Until a few hundred drafts have been judged, the checkpoint's own block size is used."""
+    def abort_all(self) -> None:
+        """Drop every request (after an error inside a step): slots, pages and the queue are freed."""
+        for req in list(self.scheduler.order):
+            self.scheduler.release(req, Status.FINISHED)
+        self.scheduler.waiting.clear()
+        self.state.active.zero_()
+        self.state.length.zero_()
+        self.finished = []
+
+    def choose_block_size(self, batch: int, context: int = 512) -> int:
+        """K for a batch of this size and context from the pass costs and the acceptance seen so far
+        (1 = AR). Until a few hundred drafts have been judged, the checkpoint's own block size is used."""
         if self.tracker.tried[0] < 256:
             return self.config.block_size
-        return choose_block_size(self.pass_costs, batch, self.tracker.probabilities())
+        return choose_block_size(self.pass_costs, batch, self.tracker.probabilities(), context)
 
-    def set_drafter(self, drafter) -> None:
-        """Benchmarks only: replace the drafts with `drafter(state, positions, drafts)` (synthetic
-        acceptance). Captured graphs hold the old drafter, so they are dropped."""
-        self.drafter = drafter
-        if isinstance(self.run_step, GraphedSteps):
-            self.run_step = GraphedSteps(self.state, self._step)
+    def occupancy(self) -> dict[str, int]:
+        """Rows and KV pages in use now (progress lines and summaries)."""
+        s = self.scheduler
+        return {"running": len(s.order), "waiting": len(s.waiting), "kv_pages_used": self.cache.pool.used,
+                "kv_pages": self.cache.pool.capacity, "kv_tokens": self.cache.tokens}
 
-    # -- internals --------------------------------------------------------------------------
-    def _check_prompt(self, i: int, prompt: list[int]) -> None:
+    # -- a step's parts -------------------------------------------------------------------------
+    def _prefill_chunk(self) -> None:
+        """Up to `prefill_chunk` prompt tokens of the prefilling rows, packed into one forward."""
+        budget, pieces, fed = self.prefill_chunk, [], []
+        for req in self.scheduler.prefilling:
+            if budget == 0:
+                break
+            n = min(req.to_prefill, budget)
+            pieces.append((req.slot, req.tokens[req.prefilled : req.prefilled + n], req.prefilled, req.pages))
+            fed.append((req, n))
+            budget -= n
+        if not pieces:
+            return
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            prefill(self.model, self.cache, pieces, self.kernel)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        share = (time.perf_counter() - t0) / sum(n for _, n in fed)
+        for req, n in fed:
+            req.prefilled += n
+            req.engine_seconds += share * n
+            if req.to_prefill == 0:
+                self._start_decoding(req)
+
+    def _iterate(self) -> None:
+        t0 = time.perf_counter()
+        sched = self.scheduler
+        K = self._iteration_block_size()
+        sched.reserve(K, self._save)  # may preempt rows: they go back to the queue
+        rows = sched.decoding
+        if not rows:
+            return
+        B = self._bucket(sched.bucket())
+        n_keys = max(r.length for r in rows) + K
+        if self.cuda_graphs:  # the reference attention's gather is part of the graph: few key ranges
+            n_keys = min(self.cache.pages_per_row * self.cache.page_size, -(-n_keys // 128) * 128)
+        sampling = any(r.params.temperature > 0 for r in rows)
+        with torch.inference_mode():
+            flags = self.run_step(B, K, n_keys, sampling).tolist()  # the one host sync of an iteration
+        finished, lengths, tally = flags[:B], flags[B : 2 * B], flags[2 * B :]
+        self.tracker.set_counts(tally[: self.max_block_size], tally[self.max_block_size :])
+        share = (time.perf_counter() - t0) / len(rows)
+        for req in rows:
+            req.length = lengths[req.slot]
+            req.engine_seconds += share
+        done = [r for r in rows if finished[r.slot]]
+        if done:
+            self._collect(done)
+
+    def _step(self, B: int, K: int, n_keys: int, sampling: bool) -> torch.Tensor:
+        """One iteration; returns [finished (B), lengths (B), tally (2 x max_block)] as one int64 tensor."""
+        finished = iterate(self.model, self.cache, self.state, B, K, n_keys, sampling, self.kernel, self.drafter)
+        return torch.cat([finished.long(), self.state.length[:B], self.state.tally.flatten()])
+
+    def _iteration_block_size(self) -> int:
+        group = self.scheduler.group()
+        if group != AUTO:
+            return group
+        rows = self.scheduler.decoding
+        context = sum(r.length for r in rows) // len(rows)
+        return self.choose_block_size(len(rows), context)
+
+    def _bucket(self, busy_slots: int) -> int:
+        """With CUDA graphs, round B up to a power of two so few shapes are captured."""
+        if not self.cuda_graphs:
+            return busy_slots
+        return min(self.max_batch_size, 1 << (busy_slots - 1).bit_length())
+
+    # -- slots ----------------------------------------------------------------------------------
+    def _start_decoding(self, req: Request) -> None:
+        """Load a prefilled request's parameters and progress into its slot; it decodes from now on."""
+        st, i, p = self.state, req.slot, req.params
+        tokens = req.tokens
+        req.status, req.length = Status.DECODE, len(tokens) - 1
+        values = {"length": req.length, "anchor": tokens[-1], "budget": req.budget, "generated": len(req.output),
+                  "active": True, "stopped": False, "greedy": p.temperature == 0,
+                  "temperature_or_one": p.temperature or 1.0, "top_k": p.top_k, "top_p": p.top_p, "seed": p.seed}
+        values.update({name: req.counters.get(name, 0) for name in SlotState.COUNTERS})
+        for name, value in values.items():
+            getattr(st, name)[i] = value
+        st.stop_ids[i] = torch.tensor(list(req.stop_ids) + [-1] * (st.stop_ids.shape[1] - len(req.stop_ids)))
+        if req.output:  # re-admitted after a preemption: its tokens and history so far
+            st.out[i, : len(req.output)] = torch.tensor(req.output)
+            st.hist[i, : len(req.hist)] = torch.tensor(req.hist)
+
+    def _save(self, req: Request) -> None:
+        """Copy a decoding request's progress off the device (before a preemption or at the end)."""
+        st, i = self.state, req.slot
+        n = int(st.generated[i])
+        req.output = st.out[i, :n].tolist()
+        req.hist = st.hist[i, : int(st.iterations[i])].tolist()
+        req.counters = {name: int(getattr(st, name)[i]) for name in SlotState.COUNTERS}
+        req.stopped = bool(st.stopped[i])
+        st.active[i], st.length[i] = False, 0  # an idle slot reads and writes only the trash pages
+
+    def _collect(self, done: list[Request]) -> None:
+        for req in done:
+            self._save(req)
+            self.scheduler.release(req, Status.FINISHED)
+            self.finished.append((req.request_id, req.result()))
+
+    # -- checks and sizes -----------------------------------------------------------------------
+    def _check_prompt(self, prompt: list[int], name: str) -> None:
         if len(prompt) == 0:
-            raise ValueError(f"prompt {i} is empty")
+            raise ValueError(f"{name} is empty")
         if len(prompt) >= self.max_model_len:
-            raise ValueError(f"prompt {i} has {len(prompt)} tokens; max_model_len={self.max_model_len} leaves no room to generate")
+            raise ValueError(f"{name} has {len(prompt)} tokens; max_model_len={self.max_model_len} leaves no room to generate")
         bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
         if bad:
-            raise ValueError(f"prompt {i} has token ids outside [0, {self.config.vocab_size}): {bad[:3]}")
+            raise ValueError(f"{name} has token ids outside [0, {self.config.vocab_size}): {bad[:3]}")
 
     def _block_size(self, p: SamplingParams, mode: str) -> int:
         if mode == "ar":
@@ -135,96 +298,15 @@ class Engine:
             raise ValueError(f"block_size must be in [2, {self.max_block_size}] in orthrus mode, got {K}")
         return K
 
-    def _run(self, ids: list[int], prompts: list[list[int]], plist: list[SamplingParams], K: int, results: list) -> None:
-        """Continuous batching over the requests `ids`, all with block size K."""
-        budgets = {i: min(plist[i].max_new_tokens, self.max_model_len - len(prompts[i])) for i in ids}
-        stops = {i: plist[i].stop_token_ids if plist[i].stop_token_ids is not None else self.config.eos_token_ids for i in ids}
-        sched = Scheduler(ids, min(self.max_batch_size, len(ids)))
-        st = self.state
-        st.active.zero_()  # a previous call that raised may have left rows behind
-        max_len = 0  # longest row in the cache, as read back after the previous iteration
-        while not sched.finished():
-            admitted = sched.admit()
-            if admitted:
-                self._start(st, admitted, prompts, plist, budgets, stops)
-                max_len = max([max_len] + [len(prompts[r]) for _, r in admitted])
-            busy = [sched.slot_request[s] for s in sched.busy]
-            B = self._bucket(sched.bucket(), len(sched.slot_request))
-            n_keys = min(self.cache.positions, _round_up(max_len + K, 128 if self.cuda_graphs else 1))
-            sampling = any(plist[r].temperature > 0 for r in busy)
-            with torch.inference_mode():
-                flags = self.run_step(B, K, n_keys, sampling).tolist()  # the one host sync of an iteration
-            max_len = flags[-1]
-            done = [i for i, f in enumerate(flags[:-1]) if f]
-            if done:
-                self._collect(st, done, sched, prompts, K, results)
+    def _pool_tokens(self, page_size: int, fraction: float) -> int:
+        """Tokens for the KV pool: on the CPU as many as max_batch_size full rows; on CUDA what
+        `fraction` of the GPU leaves after the weights and a warm-up forward at the largest shapes."""
+        per_row = self.max_model_len + self.max_block_size
+        if self.device.type != "cuda":
+            return self.max_batch_size * per_row
+        from workers.warmup import peak_forward_bytes
 
-    def _step(self, B: int, K: int, n_keys: int, sampling: bool) -> torch.Tensor:
-        """One iteration; returns [finished (B) ..., longest length] as one int64 tensor."""
-        finished = iterate(self.model, self.cache, self.state, B, K, n_keys, sampling, self.drafter)
-        return torch.cat([finished.long(), self.state.length[:B].max()[None]])
-
-    def _bucket(self, busy_slots: int, slots: int) -> int:
-        """With CUDA graphs, round B up to a power of two so few shapes are captured."""
-        if not self.cuda_graphs:
-            return busy_slots
-        return min(slots, 1 << (busy_slots - 1).bit_length())
-
-    def _start(self, st: SlotState, admitted, prompts, plist, budgets, stops) -> None:
-        """Load the admitted requests' parameters into their slots and prefill their prompts."""
-        slots = [s for s, _ in admitted]
-        rids = [r for _, r in admitted]
-        idx = torch.tensor(slots, device=self.device)
-        dev = lambda vals, dtype: torch.tensor(vals, dtype=dtype, device=self.device)  # noqa: E731
-        ps = [plist[r] for r in rids]
-        st.length[idx] = dev([len(prompts[r]) - 1 for r in rids], torch.long)
-        st.anchor[idx] = dev([prompts[r][-1] for r in rids], torch.long)
-        st.budget[idx] = dev([budgets[r] for r in rids], torch.long)
-        for name in ("generated", "iterations", "accepted"):
-            getattr(st, name)[idx] = 0
-        st.active[idx], st.stopped[idx] = True, False
-        st.greedy[idx] = dev([p.temperature == 0 for p in ps], torch.bool)
-        st.temperature_or_one[idx] = dev([p.temperature or 1.0 for p in ps], torch.float32)
-        st.top_k[idx] = dev([p.top_k for p in ps], torch.long)
-        st.top_p[idx] = dev([p.top_p for p in ps], torch.float32)
-        st.seed[idx] = dev([p.seed for p in ps], torch.long)
-        width = st.stop_ids.shape[1]
-        st.stop_ids[idx] = dev([list(stops[r]) + [-1] * (width - len(stops[r])) for r in rids], torch.long)
-        with torch.inference_mode():
-            for group in _prefill_groups([len(prompts[r]) for r in rids], self.prefill_chunk):
-                prefill(self.model, self.cache, [slots[g] for g in group], [prompts[rids[g]] for g in group],
-                        self.prefill_chunk)
-
-    def _collect(self, st: SlotState, done: list[int], sched: Scheduler, prompts, K: int, results: list) -> None:
-        idx = torch.tensor(done, device=self.device)
-        out, hist = st.out[idx].cpu(), st.hist[idx].cpu()
-        gen, its, acc, stopped = (t[idx].cpu().tolist() for t in (st.generated, st.iterations, st.accepted, st.stopped))
-        st.length[idx] = 0  # a free slot must not inflate the key range of later steps
-        for row, slot in enumerate(done):
-            rid = sched.release(slot)
-            stats = RequestStats(
-                prompt_tokens=len(prompts[rid]), iterations=its[row], diffusion_passes=its[row] if K > 1 else 0,
-                drafted_tokens=its[row] * (K - 1), accepted_tokens=acc[row],
-                acceptance_lengths=hist[row, : its[row]].tolist(),
-            )
-            results[rid] = Result(out[row, : gen[row]].tolist(), "stop" if stopped[row] else "length", stats)
-
-
-def _prefill_groups(lengths: list[int], budget: int) -> list[list[int]]:
-    """Consecutive groups of rows whose padded size (rows x longest) stays within `budget` tokens;
-    a row longer than the budget goes alone (prefill then runs it in chunks)."""
-    groups: list[list[int]] = []
-    longest = 0
-    for i, n in enumerate(lengths):
-        if groups and max(longest, n) * (len(groups[-1]) + 1) <= budget:
-            groups[-1].append(i)
-            longest = max(longest, n)
-        else:
-            groups.append([i])
-            longest = n
-    return groups
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
+        peak = peak_forward_bytes(self, page_size)
+        free = fraction * torch.cuda.get_device_properties(self.device).total_memory - torch.cuda.memory_allocated() - peak
+        tokens = int(free // bytes_per_token(self.config, self.dtype))
+        return max(min(tokens, self.max_batch_size * per_row), per_row)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from workers.attention import CachedAttend, block_mask, causal_mask
-from workers.kv_cache import KVCache
+from workers.attention import PagedAttend, Tiles
+from workers.kv_cache import PagedKVCache
 from workers.model import Qwen3Orthrus
 from workers.sampler import accept, draft_tokens
 
@@ -25,16 +25,19 @@ from workers.sampler import accept, draft_tokens
 @dataclass
 class SlotState:
     """Decoding state of every slot, on the device. Rows are slots; `out`/`hist` have a spare
-    last column that absorbs the writes of rows with nothing to write (no branches on values)."""
+    last column that absorbs the writes of rows with nothing to write (no branches on values).
+    `tally` is shared by all slots: drafts judged / passed at each block index (draft_length.py)."""
 
     length: torch.Tensor  # [S] int64: tokens with K/V in the cache
     anchor: torch.Tensor  # [S] int64
     generated: torch.Tensor  # [S] int64: completion tokens committed
     budget: torch.Tensor  # [S] int64: completion tokens allowed (max_new_tokens, max_model_len)
-    active: torch.Tensor  # [S] bool
+    active: torch.Tensor  # [S] bool: decoding (a free or prefilling slot is inactive)
     stopped: torch.Tensor  # [S] bool: ended by a stop token
     iterations: torch.Tensor  # [S] int64: verify passes
     accepted: torch.Tensor  # [S] int64: committed drafts
+    diffusion: torch.Tensor  # [S] int64: diffusion passes (iterations with K > 1)
+    drafted: torch.Tensor  # [S] int64: drafts proposed (K - 1 per such iteration)
     greedy: torch.Tensor  # [S] bool
     temperature_or_one: torch.Tensor  # [S] float32 (1 for greedy rows, so warping is defined)
     top_k: torch.Tensor  # [S] int64
@@ -43,21 +46,27 @@ class SlotState:
     stop_ids: torch.Tensor  # [S, n_stop] int64, padded with -1
     out: torch.Tensor  # [S, width + 1] int64: committed tokens
     hist: torch.Tensor  # [S, width + 1] int64: tokens committed by each iteration
+    tally: torch.Tensor  # [2, max_block] int64: drafts judged, drafts passed, per block index
+
+    COUNTERS = ("iterations", "accepted", "diffusion", "drafted")
 
     @classmethod
-    def allocate(cls, slots: int, width: int, n_stop: int, device) -> "SlotState":
+    def allocate(cls, slots: int, width: int, n_stop: int, max_block: int, device) -> "SlotState":
         z = lambda dtype, *shape: torch.zeros(*(shape or (slots,)), dtype=dtype, device=device)  # noqa: E731
         return cls(
             length=z(torch.long), anchor=z(torch.long), generated=z(torch.long), budget=z(torch.long),
             active=z(torch.bool), stopped=z(torch.bool), iterations=z(torch.long), accepted=z(torch.long),
+            diffusion=z(torch.long), drafted=z(torch.long),
             greedy=z(torch.bool), temperature_or_one=z(torch.float32) + 1, top_k=z(torch.long),
             top_p=z(torch.float32) + 1, seed=z(torch.long), stop_ids=z(torch.long, slots, n_stop) - 1,
             out=z(torch.long, slots, width + 1), hist=z(torch.long, slots, width + 1),
+            tally=z(torch.long, 2, max_block),
         )
 
     def view(self, B: int) -> "SlotState":
         """The first B slots, as views: in-place updates reach the full state."""
-        return SlotState(**{f.name: getattr(self, f.name)[:B] for f in fields(self)})
+        return SlotState(**{f.name: getattr(self, f.name) if f.name == "tally" else getattr(self, f.name)[:B]
+                            for f in fields(self)})
 
 
 def commit(s: SlotState, a: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -75,7 +84,16 @@ def commit(s: SlotState, a: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     cols = torch.where(idx < n[:, None], s.generated[:, None] + idx, dump)  # [B, K]
     s.out.scatter_(1, cols, tokens)
     s.hist.scatter_(1, torch.where(s.active, s.iterations, dump)[:, None], n[:, None])
-    s.iterations += s.active.long()
+    live = s.active.long()
+    s.iterations += live
+    if K > 1:
+        s.diffusion += live
+        s.drafted += live * (K - 1)
+        # drafts judged at block index j: those up to the first rejection; passed: the accepted ones
+        j = torch.arange(K - 1, device=tokens.device)
+        judged = (j < torch.minimum(a + 1, torch.full_like(a, K - 1))[:, None]) & s.active[:, None]  # [B, K-1]
+        s.tally[0, : K - 1] += judged.long().sum(0)
+        s.tally[1, : K - 1] += ((j < a[:, None]) & s.active[:, None]).long().sum(0)
     s.accepted += (n - 1).clamp(min=0)
     s.generated += n
     stop_hit = s.active & (first_stop < n)
@@ -87,18 +105,22 @@ def commit(s: SlotState, a: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return finished
 
 
-def iterate(model: Qwen3Orthrus, cache: KVCache, st: SlotState, B: int, K: int, n_keys: int,
-            sampling: bool, drafter=None) -> torch.Tensor:
+def iterate(model: Qwen3Orthrus, cache: PagedKVCache, st: SlotState, B: int, K: int, n_keys: int,
+            sampling: bool, kernel=None, drafter=None) -> torch.Tensor:
     """One draft/verify/accept/commit round for slots 0..B-1; returns finished [B].
 
-    `drafter(state, positions, drafts) -> drafts` replaces the drafts after the diffusion pass
-    (benchmarks use it to set acceptance synthetically; the pass still runs and costs the same)."""
+    Rows that are not decoding (free or prefilling slots inside the bucket) write their K/V into the
+    trash pages and commit nothing. `drafter(state, positions, drafts) -> drafts` replaces the drafts
+    after the diffusion pass (benchmarks: synthetic acceptance; the pass still runs and costs the same)."""
     s = st.view(B)
-    rows = torch.arange(B, device=s.length.device)
-    pos = s.length[:, None] + torch.arange(K, device=rows.device)  # [B, K]
+    table = cache.block_table[:B]  # [B, P]
+    offsets = torch.arange(K, device=s.length.device)
+    pos = s.length[:, None] + offsets  # [B, K]
+    slots = torch.where(s.active[:, None], cache.slots(table, pos), offsets)  # [B, K]: trash for idle rows
     if K > 1:
         block = torch.where(pos == s.length[:, None], s.anchor[:, None], model.config.mask_token_id)  # [B, K]
-        draft_attend = CachedAttend(cache, rows, pos, block_mask(s.length, K, n_keys), n_keys, True)
+        sees_block = (s.length + K)[:, None].expand(B, K)  # diffusion: the prefix and the whole block
+        draft_attend = PagedAttend(cache, table, slots, sees_block, n_keys, kernel=kernel)
         # contiguous: a strided [B, K-1, H] view sends the LM-head GEMM down a slow cuBLAS path
         hidden = model(block, pos, "diffusion", draft_attend)[:, : K - 1].contiguous()  # [B, K-1, H]
         drafts, q = draft_tokens(model.logits(hidden), s, pos[:, 1:], sampling)  # [B, K-1]
@@ -107,28 +129,36 @@ def iterate(model: Qwen3Orthrus, cache: KVCache, st: SlotState, B: int, K: int, 
     else:
         drafts, q = s.anchor.new_zeros(B, 0), None
     verify = torch.cat([s.anchor[:, None], drafts], 1)  # [B, K]
-    verify_attend = CachedAttend(cache, rows, pos, causal_mask(pos, n_keys), n_keys, True)
+    verify_attend = PagedAttend(cache, table, slots, pos + 1, n_keys, kernel=kernel)  # causal
     logits = model.logits(model(verify, pos, "ar", verify_attend))  # [B, K, V]
     a, tokens = accept(logits, drafts, q, s, pos + 1, sampling)
     return commit(s, a, tokens)
 
 
-def prefill(model: Qwen3Orthrus, cache: KVCache, rows: list[int], prompts: list[list[int]], chunk: int) -> None:
-    """Write the K/V of each prompt but its last token (which becomes the anchor) into its slot.
+def prefill(model: Qwen3Orthrus, cache: PagedKVCache, pieces: list[tuple[int, list[int], int, list[int]]],
+            kernel=None, tile: int = 16) -> None:
+    """Write K/V for packed pieces of prompts in one forward, without padding.
 
-    Prompts are padded to a common length and processed `chunk` positions at a time; pad
-    positions write garbage beyond the row's length, which nothing reads. No LM head runs."""
+    pieces: (slot, tokens, first position, the slot's pages) per row segment; every token sees its
+    own row's keys up to itself (earlier chunks' keys are already in the cache). No LM head runs."""
     device = cache.k.device
-    body = [p[:-1] for p in prompts]
-    T = max(len(b) for b in body)
-    if T == 0:
-        return
-    toks = torch.zeros(len(body), T, dtype=torch.long)
-    for i, b in enumerate(body):
-        toks[i, : len(b)] = torch.tensor(b, dtype=torch.long)
-    toks, slot_ids = toks.to(device), torch.tensor(rows, dtype=torch.long, device=device)
-    for start in range(0, T, chunk):
-        C = min(chunk, T - start)
-        pos = (start + torch.arange(C, device=device)).expand(len(rows), C)  # [b, C]
-        attend = CachedAttend(cache, slot_ids, pos, causal_mask(pos, start + C), start + C, False)
-        model(toks[:, start : start + C], pos, "ar", attend)
+    ps = cache.page_size
+    toks, pos, slots, rows, starts, counts = [], [], [], [], [], []
+    for slot, seg, first, pages in pieces:
+        at = len(toks)
+        p = list(range(first, first + len(seg)))
+        toks += seg
+        pos += p
+        slots += [pages[i // ps] * ps + i % ps for i in p]
+        step = tile if kernel is not None else len(seg)  # kernel tiles hold at most `tile` queries
+        for o in range(0, len(seg), step):
+            rows.append(slot)
+            starts.append(at + o)
+            counts.append(min(step, len(seg) - o))
+    dev = lambda x: torch.tensor(x, dtype=torch.long, device=device)[None]  # noqa: E731  [1, N]
+    positions = dev(pos)
+    i32 = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
+    tiles = Tiles(row=i32(rows), start=i32(starts), count=i32(counts), batch=torch.zeros(len(rows), dtype=torch.int32,
+                  device=device), max_count=max(counts))
+    attend = PagedAttend(cache, cache.block_table, dev(slots), positions + 1, 0, tiles=tiles, kernel=kernel)
+    model(dev(toks), positions, "ar", attend)

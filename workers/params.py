@@ -12,14 +12,16 @@ class SamplingParams:
     `block_size` (Orthrus mode only) overrides the engine's draft block size K for this
     request; rows with different K in one `generate` call run in separate batches.
     `seed` makes sampling reproducible per row: a row's tokens depend only on its seed,
-    prompt and parameters, never on which other rows share its batch.
+    prompt and parameters, never on which other rows share its batch. `seed=None` (the default)
+    gives each request its own seed (its request id), so identical prompts in one call sample
+    independently; pass seeds to reproduce a run.
     """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
-    seed: int = 0
+    seed: int | None = None
     stop_token_ids: tuple[int, ...] | None = None  # None: the model's eos ids
     block_size: int | None = None
 
@@ -32,6 +34,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not 0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.block_size is not None and self.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
         if self.stop_token_ids is not None:
@@ -49,6 +53,9 @@ class RequestStats:
       drafts plus one token from the AR view (correction or bonus), so always
       len(token_ids) == accepted_tokens + iterations.
     acceptance_lengths: committed tokens per iteration (1..K), in order.
+    engine_seconds: this row's share of the engine's busy time: each prefill chunk split over its
+      rows by tokens, each iteration split evenly over the rows that took part in it.
+    preemptions: times the row was preempted (pages freed) and later re-prefilled.
     """
 
     prompt_tokens: int = 0
@@ -57,6 +64,8 @@ class RequestStats:
     drafted_tokens: int = 0
     accepted_tokens: int = 0
     acceptance_lengths: list[int] = field(default_factory=list)
+    engine_seconds: float = 0.0
+    preemptions: int = 0
 
     @property
     def mean_acceptance_length(self) -> float:

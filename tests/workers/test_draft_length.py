@@ -34,7 +34,7 @@ def test_costs_from_bench_json(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"pass_costs": [{"batch": 1, "block_size": 1, "ms_per_iteration": 5.0},
                                                {"batch": 1, "block_size": 8, "ms_per_iteration": 9.0}]}))
-    assert PassCosts.from_bench(path).ms == {(1, 1): 5.0, (1, 8): 9.0}
+    assert PassCosts.from_bench(path).ms == {(0, 1, 1): 5.0, (0, 1, 8): 9.0}  # (context, batch, K); 0 = any context
 
 
 def test_tracker_counts_tried_and_passed_drafts():

@@ -27,9 +27,11 @@ class CountingModel(nn.Module):
         self.config = ModelConfig.from_dict(tiny_config(vocab_size=V, mask_token_id=MASK, eos_token_id=(58,)))
         self.dummy = nn.Parameter(torch.zeros(1))
         self.calls = {"ar": 0, "diffusion": 0}
+        self.log: list[tuple[str, int]] = []  # ("prefill", tokens) or (view, rows) per forward
 
     def forward(self, input_ids, positions, view, attend):
         self.calls[view] += 1
+        self.log.append(("prefill", input_ids.shape[1]) if attend.tiles is not None else (view, input_ids.shape[0]))
         if view == "ar":
             nxt = step(input_ids)
         else:  # block index i drafts the token at position + 1 from the anchor alone
@@ -96,12 +98,25 @@ def test_ar_mode_is_one_verify_pass_per_token():
     assert eng.model.calls == {"ar": 21, "diffusion": 0}  # prefill + 20 steps
 
 
-def test_prefill_groups_stay_within_the_token_budget():
-    from workers.engine import _prefill_groups
-
-    assert _prefill_groups([10, 10, 10, 10], 25) == [[0, 1], [2, 3]]
-    assert _prefill_groups([5, 40, 5], 30) == [[0], [1], [2]]  # the long row goes alone
-    assert _prefill_groups([3, 3, 3], 100) == [[0, 1, 2]]
+def test_prefill_is_packed_in_chunks_while_decoding_goes_on():
+    """A long prompt arriving while a row decodes is prefilled `prefill_chunk` tokens per step,
+    and the decoding row takes an iteration in every one of those steps (no stall, no padding)."""
+    eng = Engine(CountingModel(), "counting", max_batch_size=3, max_model_len=200, prefill_chunk=7)
+    params = SamplingParams(max_new_tokens=30, stop_token_ids=(), block_size=4)
+    first = eng.add_request([1, 2, 3], params)
+    eng.step()  # prefills 2 tokens and runs the first iteration
+    second = eng.add_request(list(range(40)), params)
+    results = {}
+    while eng.has_unfinished():
+        results.update(eng.step())
+    log = eng.model.log
+    chunks = [n for kind, n in log if kind == "prefill"]
+    assert chunks == [2, 7, 7, 7, 7, 7, 4]  # 39 tokens of the long prompt, never more than 7 a forward
+    first_chunk = log.index(("prefill", 7))
+    last_chunk = len(log) - 1 - log[::-1].index(("prefill", 4))
+    between = [e for e in log[first_chunk:last_chunk] if e[0] == "ar"]
+    assert len(between) == 5  # one verify pass of the decoding row after each of the 5 full chunks
+    assert results[first].token_ids == chain(3, 30) and results[second].token_ids == chain(39, 30)
 
 
 def test_long_prompts_prefill_in_chunks_and_stay_lossless(orthrus_ckpt):
