@@ -32,10 +32,12 @@ from pipeline.columns import Role, read_schema
 from pipeline.config import JobConfig, build_config, load_config, resume_key
 from pipeline.ids import find_duplicates
 from pipeline.model_path import check_model_path
-from pipeline.outputs import (OUTPUTS_DIR, commit_batch, drop_partial, load_done, mark_done, prepare_output,
-                              write_shard_stats, write_summary)
+from pipeline.lease import LEASE_FILE, Lease
+from pipeline.outputs import (OUTPUTS_DIR, OutputError, commit_batch, drop_partial, load_done, mark_done,
+                              output_location, prepare_output, read_summary, write_shard_stats,
+                              write_summary)
 from pipeline.progress import Progress, flush_print, format_summary
-from pipeline.shards import InputError, Shard, scan_shards
+from pipeline.shards import CREDENTIALS_HINT, Shard, scan_shards
 from pipeline.stats import StatsAccumulator
 from pipeline.storage import locate
 from workers.rows import RAY_HASH_COLUMN, RAY_PATH_COLUMN
@@ -178,6 +180,29 @@ def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], N
     shards, skipped = scan_shards(config.input.path, (), config.input.on_bad_file, input_roles(config))
     for bad in skipped:
         echo(f"skipping bad input file {bad.uri}: {bad.reason}")
+    lease = acquire_lease(config, echo)
+    try:
+        return _prepare_and_run(config, shards, skipped, lease, echo, actor_cls)
+    finally:
+        lease.release()
+
+
+def acquire_lease(config: JobConfig, echo: Callable[[str], None]) -> Lease:
+    """Own output.path for this run (pipeline/lease.py), before anything in it is read or deleted."""
+    loc = output_location(config.output.path)
+    lease = Lease(loc, config.name)
+    try:
+        note = lease.acquire(take_over=config.output.resume or config.output.overwrite)
+    except OSError as err:
+        hint = f"; {CREDENTIALS_HINT}" if loc.is_s3 else ""
+        raise OutputError(f"output.path {loc.uri}: cannot write its lease {LEASE_FILE} ({err}){hint}") from None
+    if note:
+        echo(note)
+    return lease
+
+
+def _prepare_and_run(config: JobConfig, shards: list[Shard], skipped: list, lease: Lease,
+                     echo: Callable[[str], None], actor_cls: type | None) -> dict[str, Any]:
     out = prepare_output(config.output.path, config.output.overwrite, config.output.resume, resume_key(config))
     acc = StatsAccumulator((s.uri, s.num_rows) for s in shards)
     if config.output.resume:
@@ -188,11 +213,11 @@ def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], N
     duplicates = {}
     if config.input.id_column and config.input.duplicate_ids == "error":
         duplicates = find_duplicates(locate(config.input.path).filesystem, shards, config.input.id_column)
-    return _run(config, out, acc, todo, skipped, duplicates, echo, actor_cls)
+    return _run(config, out, acc, todo, skipped, duplicates, echo, actor_cls, lease)
 
 
 def _run(config: JobConfig, out: Any, acc: StatsAccumulator, todo: list[Shard], skipped: list, duplicates: dict,
-         echo: Callable[[str], None], actor_cls: type | None) -> dict[str, Any]:
+         echo: Callable[[str], None], actor_cls: type | None, lease: Lease) -> dict[str, Any]:
     """Run the shards in `todo`, marking each as done when its last row is written; write stats and summary."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     echo(f"job {config.name!r}: {len(acc.shards)} shard(s), {acc.total.input_rows:,} rows -> {out.uri}")
@@ -207,6 +232,7 @@ def _run(config: JobConfig, out: Any, acc: StatsAccumulator, todo: list[Shard], 
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
         ds = build_dataset(config, [s for s in todo if s.num_rows], out.uri, cluster_gpus, duplicates, actor_cls)
         for partials in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            lease.check()
             acc.add(partials)
             for stats in acc.newly_complete(partials):
                 mark_done(out, stats)
@@ -217,6 +243,7 @@ def _run(config: JobConfig, out: Any, acc: StatsAccumulator, todo: list[Shard], 
     job_seconds = time.monotonic() - t0
     progress.update(force=True)
 
+    earlier_totals = (read_summary(out) or {}).get("totals") if config.output.resume else None
     shard_stats_uri = write_shard_stats(out, acc.table())
     workers, gpus, cpus = actor_resources(config, cluster_gpus)
     summary = {
@@ -232,7 +259,8 @@ def _run(config: JobConfig, out: Any, acc: StatsAccumulator, todo: list[Shard], 
         "actors": acc.actors,
         "resources": {"num_workers": workers, "gpus_per_worker": gpus, "cpus_per_worker": cpus,
                       "cluster_gpus": cluster_gpus},
-        "totals": acc.totals(job_seconds),
+        "totals": acc.totals(job_seconds, earlier_totals),
+        "this_run": acc.this_run(job_seconds),
         "skipped_files": [{"file": b.uri, "reason": b.reason} for b in skipped],
         "resumed": {"shards": len(acc.resumed), "rows": sum(acc.shards[u].rows for u in acc.resumed)},
         "paths": {"outputs": out.child(OUTPUTS_DIR).uri, "shard_stats": shard_stats_uri,

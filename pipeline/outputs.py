@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
 from dataclasses import asdict
@@ -96,13 +97,14 @@ def prepare_output(uri: str, overwrite: bool, resume: bool = False, job: dict[st
         OutputError: earlier results without overwrite or resume, a resume of a different job, or a
             store that refuses access (checked by writing job.json, before any GPU time).
     """
-    loc = locate(uri)
+    loc = output_location(uri)
     fs = loc.filesystem
     outputs = loc.child(OUTPUTS_DIR)
+    hint = f"; {CREDENTIALS_HINT}" if loc.is_s3 else ""
     try:
         existing = fs.get_file_info(pafs.FileSelector(outputs.fs_path, recursive=True, allow_not_found=True))
     except OSError as err:
-        raise OutputError(f"output.path {loc.uri}: cannot list ({err}); {CREDENTIALS_HINT}") from None
+        raise OutputError(f"output.path {loc.uri}: cannot list ({err}){hint}") from None
     earlier = [i for i in existing if i.type == pafs.FileType.File]
     if earlier and not (overwrite or resume):
         raise OutputError(f"output.path {loc.uri}: {OUTPUTS_DIR}/ already holds {len(earlier)} files from an "
@@ -123,7 +125,23 @@ def prepare_output(uri: str, overwrite: bool, resume: bool = False, job: dict[st
         if job is not None:
             _write_json(loc.child(JOB_FILE), job)
     except OSError as err:
-        raise OutputError(f"output.path {loc.uri}: cannot write ({err}); {CREDENTIALS_HINT}") from None
+        raise OutputError(f"output.path {loc.uri}: cannot write ({err}){hint}") from None
+    return loc
+
+
+def output_location(uri: str) -> Location:
+    """output.path parsed; a local path that is a file (or inside one) is refused, naming it."""
+    try:
+        loc = locate(uri)
+    except ValueError as err:
+        raise OutputError(f"output.path: {err}") from None
+    if not loc.is_s3:
+        path = loc.fs_path
+        while path and not os.path.exists(path):
+            path = os.path.dirname(path) if os.path.dirname(path) != path else ""
+        if path and not os.path.isdir(path):
+            where = "is a file" if path == loc.fs_path else f"is inside {path}, which is a file"
+            raise OutputError(f"output.path {loc.uri} {where}, not a folder; choose a folder for the job's results")
     return loc
 
 
@@ -133,11 +151,24 @@ def _check_same_job(loc: Location, job: dict[str, Any]) -> None:
         return  # nothing ran here yet (or a run from before job.json existed): nothing to compare
     with loc.filesystem.open_input_stream(target.fs_path) as f:
         earlier = json.loads(f.read())
-    diffs = [key for key in sorted(set(earlier) | set(job)) if earlier.get(key) != job.get(key)]
+    before, now = _flatten(earlier), _flatten(job)
+    diffs = [f"{key} ({before.get(key, '-')!r} then, {now.get(key, '-')!r} now)"
+             for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
     if diffs:
         raise OutputError(f"output.path {loc.uri}: output.resume continues the same job, but "
-                          f"{', '.join(diffs)} differ from the earlier run's {JOB_FILE}; set output.overwrite=true "
+                          f"{'; '.join(diffs)} differ from the earlier run's {JOB_FILE}; set output.overwrite=true "
                           f"or choose another path")
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a refused resume names the exact keys that differ."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            out.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = item
+    return out
 
 
 def _write_json(target: Location, value: Any) -> None:
@@ -187,6 +218,16 @@ def write_shard_stats(loc: Location, table: pa.Table) -> str:
     target = loc.child(SHARDS_FILE)
     _write_parquet(loc.filesystem, target.fs_path, table, not loc.is_s3)
     return target.uri
+
+
+def read_summary(loc: Location) -> dict[str, Any] | None:
+    """An earlier run's summary.json (a resume adds to its totals), or None."""
+    target = loc.child(SUMMARY_FILE)
+    try:
+        with target.filesystem.open_input_stream(target.fs_path) as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def write_summary(loc: Location, summary: dict[str, Any]) -> str:

@@ -202,17 +202,48 @@ class StatsAccumulator:
     def actors(self) -> int:
         return len(self.engines)
 
-    def totals(self, job_seconds: float) -> dict[str, Any]:
-        """Run totals. tokens_per_s: completion tokens / job wall time (startup included);
-        steady_tokens_per_s: completion tokens / (last batch end - first batch start), the rate once
-        actors are up (what to hold against the bare engine)."""
-        t = self.total.figures()
-        t.pop("shard")
-        t.pop("output_files")
-        t.update(shards=len(self.shards), shards_complete=self.shards_done, output_files=self.total.files,
+    def totals(self, job_seconds: float, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Totals over every shard, including shards an earlier run completed (output.resume).
+
+        A resume keeps the earlier run's figures and adds this run's (issue 13: resuming a complete
+        run used to report 0 rows). Times add up the same way: `earlier` is the earlier run's
+        summary.json `totals`, whose job_seconds and steady_seconds this run's are added to (an
+        earlier run that was killed wrote none, so its time is not known).
+        """
+        every = ShardStats("(all)", self.total.input_rows)
+        _merge(every, self.total)
+        for uri in sorted(self.resumed):
+            every.input_rows += self.shards[uri].input_rows
+            _merge(every, self.shards[uri])
+        this = self.this_run(job_seconds)
+        before = earlier or {}
+        return self._totals(every, job_seconds + float(before.get("job_seconds", 0.0)),
+                            this["steady_seconds"] + float(before.get("steady_seconds", 0.0)))
+
+    def this_run(self, job_seconds: float) -> dict[str, Any]:
+        """This run's own rows only (after a resume, the shards it ran)."""
+        wall = self.total.figures()["wall_seconds"]
+        return self._totals(self.total, job_seconds, wall)
+
+    def _totals(self, stats: "ShardStats", job_seconds: float, steady_seconds: float) -> dict[str, Any]:
+        """tokens_per_s: completion tokens / job wall time (startup included); steady_tokens_per_s:
+        completion tokens / (last batch end - first batch start), the rate once actors are up (what to
+        hold against the bare engine)."""
+        t = stats.figures()
+        for key in ("shard", "output_files", "wall_seconds"):
+            t.pop(key)
+        t.update(shards=len(self.shards), shards_complete=self.shards_done, output_files=stats.files,
                  job_seconds=job_seconds, engine_tokens_per_s=t["tokens_per_s"],
-                 tokens_per_s=_ratio(self.total.completion_tokens, job_seconds),
-                 rows_per_s=_ratio(self.total.rows, job_seconds), steady_seconds=t["wall_seconds"],
-                 steady_tokens_per_s=_ratio(self.total.completion_tokens, t["wall_seconds"]))
-        t.pop("wall_seconds")
+                 tokens_per_s=_ratio(stats.completion_tokens, job_seconds),
+                 rows_per_s=_ratio(stats.rows, job_seconds), steady_seconds=steady_seconds,
+                 steady_tokens_per_s=_ratio(stats.completion_tokens, steady_seconds))
         return t
+
+
+def _merge(into: ShardStats, other: ShardStats) -> None:
+    """Add `other`'s sums to `into` (batch times are left out: runs apart in time do not make one span)."""
+    for name in _SUMS:
+        setattr(into, name, getattr(into, name) + getattr(other, name))
+    into.acceptance_histogram = add_histograms(into.acceptance_histogram, other.acceptance_histogram)
+    into.engine_seconds += other.engine_seconds
+    into.files += other.files

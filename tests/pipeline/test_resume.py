@@ -42,9 +42,18 @@ def test_resume_refuses_a_different_job(tmp_path):
     other = build_config({**base, "sampling": {"max_new_tokens": 9}, "engine": {"mode": "ar"}})
     with pytest.raises(OutputError) as err:
         prepare_output(str(tmp_path), overwrite=False, resume=True, job=resume_key(other))
-    assert str(err.value) == (f"output.path {tmp_path}: output.resume continues the same job, but engine, "
-                              f"sampling differ from the earlier run's job.json; set output.overwrite=true or "
-                              f"choose another path")
+    assert str(err.value) == (f"output.path {tmp_path}: output.resume continues the same job, but engine.mode "
+                              f"('orthrus' then, 'ar' now); sampling.max_new_tokens (256 then, 9 now) differ from "
+                              f"the earlier run's job.json; set output.overwrite=true or choose another path")
+
+
+def test_a_local_output_path_that_is_a_file_is_named_without_an_aws_hint(tmp_path):
+    (tmp_path / "results").write_text("not a folder")
+    for path, where in ((tmp_path / "results", "is a file"),
+                        (tmp_path / "results" / "run1", f"is inside {tmp_path}/results, which is a file")):
+        with pytest.raises(OutputError) as err:
+            prepare_output(str(path), overwrite=False)
+        assert str(err.value) == f"output.path {path} {where}, not a folder; choose a folder for the job's results"
 
 
 @pytest.mark.timeout(150)
@@ -77,8 +86,8 @@ def test_driver_killed_mid_run_then_resumed(tiny_model, write_shards, tmp_path):
     assert {name: now.get(name) for name in kept} == kept  # completed shards: same files, untouched
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed"] == {"shards": len(done), "rows": 4 * len(done)}
-    assert summary["totals"]["rows"] == 24 - 4 * len(done)  # only the rest ran
-    assert summary["totals"]["shards_complete"] == 6
+    assert summary["this_run"]["rows"] == 24 - 4 * len(done)  # only the rest ran
+    assert summary["totals"]["rows"] == 24 and summary["totals"]["shards_complete"] == 6
     stats = pq.read_table(out / "stats" / "shards.parquet").to_pandas()
     assert stats["rows"].tolist() == [4] * 6 and stats["completion_tokens"].gt(0).all()
     assert "resumed    " in (tmp_path / "run2.txt").read_text()
@@ -104,3 +113,27 @@ def test_ray_data_checkpointing_does_not_apply_to_this_pipeline(ray_session, wri
     assert sorted(r["key"] for r in rows) == ["a", "b"]
     assert any("the logical plan doesn't support checkpointing. Checkpointing will be disabled." in str(w.message)
                for w in seen)
+
+
+@pytest.mark.timeout(120)
+def test_resuming_a_complete_run_keeps_its_totals(ray_session, tiny_model, write_shards, tmp_path):
+    """Issue 13: a resume with nothing left to do rewrote summary.json with 0 rows."""
+    from pipeline import run_job
+
+    inputs = write_shards({"a.parquet": {"prompt": ["x", "y", "z"]}, "b.parquet": {"prompt": ["w"]}})
+    cfg = {"name": "r", "input": {"path": str(inputs), "prompt_column": "prompt"}, "model": {"path": str(tiny_model)},
+           "sampling": {"max_new_tokens": 3}, "prompt": {"chat_template": False},
+           "resources": {"batch_size": 2, "num_workers": 1}, "output": {"path": str(tmp_path / "out")}}
+    first = run_job(cfg, echo=lambda _: None)["totals"]
+    assert (first["rows"], first["completion_tokens"], first["shards_complete"]) == (4, 12, 2)
+    lines: list[str] = []
+    again = run_job({**cfg, "output": {"path": str(tmp_path / "out"), "resume": True}}, echo=lines.append)
+    same = ("rows", "errors", "prompt_tokens", "completion_tokens", "iterations", "forward_passes", "accepted_tokens",
+            "acceptance_histogram", "engine_seconds", "shards", "shards_complete", "output_files")
+    assert {k: again["totals"][k] for k in same} == {k: first[k] for k in same}
+    assert again["totals"]["job_seconds"] > first["job_seconds"]  # the earlier run's time, plus this run's
+    assert again["totals"]["steady_seconds"] == first["steady_seconds"]  # this run decoded nothing
+    assert (again["this_run"]["rows"], again["this_run"]["completion_tokens"]) == (0, 0)
+    assert again["resumed"] == {"shards": 2, "rows": 4}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["totals"]["rows"] == 4
+    assert "  rows       4 in 2 shard(s), 0 with errors" in lines[-1]
