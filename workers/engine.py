@@ -253,7 +253,8 @@ class Engine:
         req.status, req.length = Status.DECODE, len(tokens) - 1
         values = {"length": req.length, "anchor": tokens[-1], "budget": req.budget, "generated": len(req.output),
                   "active": True, "stopped": False, "greedy": p.temperature == 0,
-                  "temperature_or_one": p.temperature or 1.0, "top_k": p.top_k, "top_p": p.top_p, "seed": p.seed}
+                  "temperature_or_one": p.temperature or 1.0, "top_k": p.top_k, "top_p": p.top_p, "seed": p.seed,
+                  "request": req.request_id}
         values.update({name: req.counters.get(name, 0) for name in SlotState.COUNTERS})
         for name, value in values.items():
             getattr(st, name)[i] = value

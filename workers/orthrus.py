@@ -43,6 +43,7 @@ class SlotState:
     top_k: torch.Tensor  # [S] int64
     top_p: torch.Tensor  # [S] float32
     seed: torch.Tensor  # [S] int64
+    request: torch.Tensor  # [S] int64: the request id in the slot (benchmark drafters look rows up by it)
     stop_ids: torch.Tensor  # [S, n_stop] int64, padded with -1
     out: torch.Tensor  # [S, width + 1] int64: committed tokens
     hist: torch.Tensor  # [S, width + 1] int64: tokens committed by each iteration
@@ -58,7 +59,7 @@ class SlotState:
             active=z(torch.bool), stopped=z(torch.bool), iterations=z(torch.long), accepted=z(torch.long),
             diffusion=z(torch.long), drafted=z(torch.long),
             greedy=z(torch.bool), temperature_or_one=z(torch.float32) + 1, top_k=z(torch.long),
-            top_p=z(torch.float32) + 1, seed=z(torch.long), stop_ids=z(torch.long, slots, n_stop) - 1,
+            top_p=z(torch.float32) + 1, seed=z(torch.long), request=z(torch.long), stop_ids=z(torch.long, slots, n_stop) - 1,
             out=z(torch.long, slots, width + 1), hist=z(torch.long, slots, width + 1),
             tally=z(torch.long, 2, max_block),
         )
