@@ -165,10 +165,20 @@ class Engine:
 
     def choose_block_size(self, batch: int, context: int = 512) -> int:
         """K for a batch of this size and context from the pass costs and the acceptance seen so far
-        (1 = AR). Until a few hundred drafts have been judged, the checkpoint's own block size is used."""
-        if self.tracker.tried[0] < 256:
+        (1 = AR). Until 64 first drafts have been judged, the checkpoint's own block size is used."""
+        if self.tracker.tried[0] < 64:
             return self.config.block_size
         return choose_block_size(self.pass_costs, batch, self.tracker.probabilities(), context)
+
+    def measure_pass_costs(self, batches, blocks, contexts, repeat: int = 7) -> list[dict]:
+        """ms per iteration at each (context, batch, K) on this device (workers/pass_costs.py)."""
+        from workers.pass_costs import measure
+
+        return measure(self, batches, blocks, contexts, repeat)
+
+    def use_pass_costs(self, costs: PassCosts | None) -> None:
+        """Choose K per iteration from these costs for requests without a block_size (None: off)."""
+        self.pass_costs = costs
 
     def occupancy(self) -> dict[str, int]:
         """Rows and KV pages in use now (progress lines and summaries)."""

@@ -1,6 +1,6 @@
 """Qwen3 with the Orthrus diffusion view: our own module tree, named exactly like the checkpoint.
 
-Two views share everything but attention (ORTHRUS.md): the "ar" view uses q/k/v/o_proj and
+Two views share everything but attention (the Orthrus paper, arXiv 2605.12825): the "ar" view uses q/k/v/o_proj and
 q/k_norm; the "diffusion" view uses their `*_diff` twins. How a layer attends (which keys,
 which mask, whether the KV cache is written) is not the model's business: every forward takes
 an `attend(layer_idx, q, k, v) -> out` callable, so the engine's cached decode step, the
@@ -44,7 +44,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.orthrus = orthrus
-        if orthrus:  # the diffusion view's own projections and norms; no biases (ORTHRUS.md)
+        if orthrus:  # the diffusion view's own projections and norms; no biases (the Orthrus paper, arXiv 2605.12825)
             self.q_proj_diff = nn.Linear(h, self.n_heads * d, bias=False)
             self.k_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
             self.v_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
@@ -175,7 +175,10 @@ class Qwen3Orthrus(nn.Module):
             q/k/v_proj_diff                      -> qkv_proj_diff
             gate_proj + up_proj                  -> gate_up_proj
         Outputs are unchanged; a batch-1 step launches fewer, larger GEMMs. The module no longer
-        matches the checkpoint's names afterwards, so training code never calls this."""
+        matches the checkpoint's names afterwards, so training code never calls this. Idempotent
+        (a second engine on the same model, as the benchmarks build, finds it fused)."""
+        if hasattr(self.model.layers[0].self_attn, "qkv_proj"):
+            return self
         for layer in self.model.layers:
             layer.self_attn.fuse()
             layer.mlp.fuse()
