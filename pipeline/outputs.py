@@ -190,7 +190,11 @@ def load_done(loc: Location, shards: dict[str, int]) -> dict[str, ShardStats]:
         if info.type != pafs.FileType.File or not info.path.endswith(".json"):
             continue
         with fs.open_input_stream(info.path) as f:
-            stats = ShardStats(**json.loads(f.read()))
+            text = f.read()
+        try:
+            stats = ShardStats(**json.loads(text))
+        except (ValueError, TypeError):  # cut short (Ctrl-C or a crash while writing it): rerun the shard
+            continue
         if shards.get(stats.shard) == stats.input_rows and stats.complete:
             done[stats.shard] = stats
     return done

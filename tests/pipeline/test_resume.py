@@ -26,7 +26,8 @@ def test_resume_keeps_done_shards_and_deletes_partial_files(tmp_path):
         (outputs / name).write_bytes(b"x")
     mark_done(loc, ShardStats(a, input_rows=2, rows=2, completion_tokens=7))
     mark_done(loc, ShardStats(b, input_rows=5, rows=5))  # the input has changed since: not kept
-    done = load_done(loc, {a: 2, b: 4})
+    (tmp_path / "done" / "c-cut-short.json").write_text('{"shard": "/in/c.parquet", "input_rows"')  # Ctrl-C mid-write
+    done = load_done(loc, {a: 2, b: 4, "/in/c.parquet": 3})
     assert list(done) == [a] and done[a].completion_tokens == 7
     assert drop_partial(loc, set(done)) == 2
     assert [p.name for p in outputs.iterdir()] == [f"{shard_prefix(a)}-{'1' * 16}.parquet"]
