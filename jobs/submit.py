@@ -13,8 +13,13 @@ is not submitted. Paths in it are read on the cluster: use s3:// (or paths that 
 node); a relative local path resolves inside the job's working directory there.
 
 Prints the submission id. With --wait it streams the job's logs until the job ends and exits 0 on
-SUCCEEDED, 1 on FAILED or STOPPED (printing Ray's status message). With token authentication on
-(Ray 2.60's default) the client reads the token from ~/.ray/auth_token or RAY_AUTH_TOKEN.
+SUCCEEDED, 1 on FAILED or STOPPED (printing Ray's status message).
+
+Token authentication (Ray 2.60's default for `ray start --head`): Ray's client sends the token
+only when RAY_AUTH_MODE=token is set, so a user with the token in ~/.ray/auth_token got a raw
+AuthenticationError (issue 13). Here, with RAY_AUTH_MODE unset, a token found in RAY_AUTH_TOKEN,
+RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token turns token mode on for this client. A refused or
+unreachable cluster is one line naming the address and the fix, exit status 2.
 """
 from __future__ import annotations
 
@@ -73,19 +78,57 @@ def local_path_warnings(config: JobConfig) -> list[str]:
     return out
 
 
+TOKEN_HINT = ("put the cluster's token in ~/.ray/auth_token, or set RAY_AUTH_TOKEN (the token) or "
+              "RAY_AUTH_TOKEN_PATH (its file); `ray get-auth-token` on the head node prints it")
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be reached or refused this client (a usage error: exit status 2)."""
+
+
+def use_token_if_available() -> bool:
+    """Turn Ray's token mode on for this process when RAY_AUTH_MODE is unset and a token exists."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return os.environ["RAY_AUTH_MODE"].lower() == "token"
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")  # Ray caches its config: refresh it so the client sends the token
+    return True
+
+
+def connect(address: str) -> Any:
+    """A JobSubmissionClient for `address`, or ClusterError naming the address and the fix."""
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    token = use_token_if_available()
+    try:
+        return JobSubmissionClient(address)
+    except AuthenticationError as err:
+        given = (err.message.strip().splitlines() or ["refused"])[0]
+        why = given if token else "it has token authentication on and no token was found here"
+        raise ClusterError(f"Ray at {address} refused this client ({why}); {TOKEN_HINT}") from None
+    except ConnectionError as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ClusterError(f"cannot reach the Ray Jobs API at {address} ({first}); check the address (the head's "
+                           f"dashboard port, 8265 by default) and that the cluster is up") from None
+
+
 def submit(job: str, address: str, overrides: Sequence[str] = (), python: str = "python",
            echo: Callable[[str], None] = print) -> tuple[Any, str]:
     """Validate, stage and submit; returns (client, submission id).
 
     Raises:
         ConfigError: the job (with overrides) does not validate; nothing is submitted.
+        ClusterError: the cluster is unreachable or refuses this client (token authentication).
     """
-    from ray.job_submission import JobSubmissionClient
-
     config = load_config(job, list(overrides))
     for line in local_path_warnings(config):
         echo(line)
-    client = JobSubmissionClient(address)
+    client = connect(address)
     with tempfile.TemporaryDirectory(prefix="orthrus-submit-") as tmp:
         staged = stage(job, Path(tmp))
         job_id = client.submit_job(entrypoint=entrypoint(overrides, python),
@@ -136,8 +179,8 @@ def command(args: argparse.Namespace) -> int:
     except USAGE_ERRORS as err:
         print(f"orthrus-batch: error: {err}", file=sys.stderr)
         return 2
-    except ConnectionError as err:
-        print(f"orthrus-batch: error: cannot reach the Ray Jobs API at {args.address}: {err}", file=sys.stderr)
+    except ClusterError as err:
+        print(f"orthrus-batch: error: {err}", file=sys.stderr)
         return 2
     print(f"submitted {job_id} to {args.address}", flush=True)
     if not args.wait:

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,8 @@ import pytest
 
 from jobs.cli import main
 from jobs.submit import JOB_FILE, entrypoint, stage
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BIN = Path(sys.executable).parent
 PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
@@ -68,11 +72,11 @@ def _stop(pids: list[int], timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
+def start_head(env_extra: dict[str, str]):
+    """A throwaway `ray start --head --block` on free ports; yields its dashboard address."""
     temp = tempfile.mkdtemp(prefix="orbh", dir="/tmp")  # short: Ray's socket paths live under it
     ports = {flag: free_port() for flag in PORT_FLAGS}
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env_extra}
     env.pop("RAY_ADDRESS", None)
     log_path = Path(temp) / "ray-start.log"
     with open(log_path, "wb") as log:
@@ -82,14 +86,14 @@ def ray_head():
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{ports['--dashboard-port']}"
     try:
-        from ray.job_submission import JobSubmissionClient
-
         deadline = time.monotonic() + 60
         while True:
             try:
-                JobSubmissionClient(address)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
+                with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                    break
+            except urllib.error.HTTPError:
+                break  # up, and refusing us without a token: that is an answer
+            except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"ray head did not come up:\n{log_path.read_text()[-3000:]}") from None
                 time.sleep(0.5)
@@ -107,6 +111,20 @@ def ray_head():
                 break
         proc.wait(timeout=5)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    yield from start_head({"RAY_AUTH_MODE": "disabled"})
+
+
+TOKEN = "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="module")
+def token_head():
+    """A head as `ray start --head` gives it by default: token authentication on."""
+    yield from start_head({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN})
 
 
 def write_job(path: Path, inputs: Path, model: Path, out: Path, extra: str = "") -> str:
@@ -173,5 +191,41 @@ def test_submit_runs_on_the_cluster_and_reports_the_outcome(ray_head, tiny_model
 def test_unreachable_address_is_a_usage_error(tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text("input: {path: s3://b/in, prompt_column: p}\nmodel: {path: org/m}\noutput: {path: s3://b/out}\n")
-    assert main(["submit", str(job), "--address", f"http://127.0.0.1:{free_port()}"]) == 2
-    assert "orthrus-batch: error: cannot reach the Ray Jobs API at http://127.0.0.1:" in capsys.readouterr().err
+    address = f"http://127.0.0.1:{free_port()}"
+    assert main(["submit", str(job), "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"orthrus-batch: error: cannot reach the Ray Jobs API at {address} (")
+    assert err.endswith("); check the address (the head's dashboard port, 8265 by default) and that the cluster "
+                        "is up\n") and err.count("\n") == 1
+
+
+def submit_cli(args: list[str], env: dict[str, str], home: Path) -> subprocess.CompletedProcess:
+    """`orthrus-batch submit` as a user's shell runs it: RAY_AUTH_MODE unset, their own HOME."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    full.update(HOME=str(home), **env)
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "submit", *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=150)
+
+
+@pytest.mark.timeout(200)
+def test_submit_finds_the_token_of_a_cluster_with_token_auth(token_head, tiny_model, write_shards, tmp_path):
+    """Issue 13: with the token in ~/.ray/auth_token but RAY_AUTH_MODE unset, submit failed with a raw
+    AuthenticationError. Now it uses the token; without one (or a wrong one) it is one line, exit 2."""
+    inputs = write_shards({"a.parquet": {"prompt": ["x", "y", "z"]}})
+    job = write_job(tmp_path / "job.yaml", inputs, tiny_model, tmp_path / "out", extra="ray_address: null\n")
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    refused = (f"orthrus-batch: error: Ray at {token_head} refused this client (it has token authentication on and "
+               f"no token was found here); put the cluster's token in ~/.ray/auth_token, or set RAY_AUTH_TOKEN (the "
+               f"token) or RAY_AUTH_TOKEN_PATH (its file); `ray get-auth-token` on the head node prints it\n")
+    done = submit_cli([job, "--address", token_head], {}, home)
+    assert (done.returncode, done.stderr) == (2, refused)
+    done = submit_cli([job, "--address", token_head], {"RAY_AUTH_TOKEN": "f" * 64}, home)
+    assert (done.returncode, done.stderr) == (2, refused.replace(
+        "it has token authentication on and no token was found here",
+        "Authentication failed: Forbidden: Invalid authentication token"))
+
+    (home / ".ray" / "auth_token").write_text(TOKEN)
+    done = submit_cli([job, "--address", token_head, "--wait", "--set", "sampling.max_new_tokens=2"], {}, home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCEEDED" in done.stdout and len(pd.read_parquet(tmp_path / "out" / "outputs")) == 3
