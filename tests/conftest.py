@@ -13,6 +13,13 @@ import pytest
 RAY_CPUS = 4  # more than this machine's 2 cores: actors mostly wait, and fractional CPUs share them
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pass_cost_cache(tmp_path_factory):
+    """Measured pass costs (engine.pass_costs: auto) go to a temp folder, never the user's ~/.cache;
+    set before any Ray starts, so actors inherit it."""
+    os.environ["ORTHRUS_CACHE"] = str(tmp_path_factory.mktemp("pass_costs"))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One Ray for every Ray test (startup costs seconds; each new actor ~10 s of imports)."""

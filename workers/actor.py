@@ -2,12 +2,16 @@
 
 Ray builds one per actor in the pool (`map_batches(GenerateActor, compute=ActorPoolStrategy)`):
 `__init__` pays for the heavy imports and the model load once; each `__call__` is one batch of
-rows and one `engine.generate` (split in halves when it runs out of memory: workers/rows.py).
+rows (split in halves when it runs out of memory: workers/rows.py). Ray calls it from several
+threads at once (pipeline/job.py: `max_concurrent_calls_per_actor`), and every call feeds the same
+engine through an EngineLoop, so the next batch's rows join the running batch as slots free up.
 torch is imported here only, never in the driver.
 """
 from __future__ import annotations
 
 import os
+import threading
+
 import pyarrow as pa
 
 from workers.hub import is_hub_id
@@ -46,16 +50,18 @@ class GenerateActor:
         dtype = spec.dtype if spec.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
         model_dir = resolve_model_dir(spec.model_path)
         from workers.draft_length import PassCosts
+        from workers.engine_loop import EngineLoop
 
-        costs = PassCosts.from_bench(spec.pass_costs) if spec.pass_costs else None
         self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype,
                                              max_batch_size=spec.max_batch_size, max_model_len=spec.max_model_len,
-                                             cuda_graphs=spec.cuda_graphs, pass_costs=costs)
+                                             cuda_graphs=spec.cuda_graphs, **spec.engine_kwargs())
+        costs_info = self._pass_costs(spec.pass_costs if spec.mode == "orthrus" else "off")
+        self.loop = EngineLoop(self.engine)
         cfg = self.engine.config
         if spec.mode == "orthrus" and not cfg.is_orthrus:
             raise ValueError(f"model {spec.model_path!r} is a plain Qwen3 checkpoint (no Orthrus heads); "
                              f"set engine.mode=ar")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.engine.model_dir))
+        self.tokenizer = LockedTokenizer(AutoTokenizer.from_pretrained(str(self.engine.model_dir)))
         if spec.chat_template and not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"model {spec.model_path!r} has no chat template; set prompt.chat_template=false")
         self.info = engine_info_json(
@@ -68,11 +74,54 @@ class GenerateActor:
             max_model_len=int(self.engine.max_model_len),
             cuda_graphs=bool(getattr(self.engine, "cuda_graphs", False)),
             torch=torch.__version__,
+            kv_pool_tokens=int(self.engine.cache.tokens),
+            pass_costs=costs_info,
         )
 
+    def _pass_costs(self, setting: str | None) -> dict:
+        """engine.pass_costs: "auto" (measured here, cached on local disk), a JSON path, or off."""
+        from workers.draft_length import PassCosts
+        from workers.pass_costs import auto_pass_costs
+
+        if setting in (None, "off"):
+            return {"source": "off"}
+        if setting == "auto":
+            rows, info = auto_pass_costs(self.engine)
+        else:
+            rows, info = PassCosts.from_bench(setting), {"source": "file", "path": setting}
+            rows = [{"context": c, "batch": b, "block_size": k, "ms_per_iteration": v} for (c, b, k), v in rows.ms.items()]
+        self.engine.use_pass_costs(PassCosts.from_rows(rows))
+        return {**info, "rows": rows}
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return process_batch(batch, self.spec, self.tokenizer, self.engine, self.info, self.oom_errors, self.on_oom)
+        info = self.info
+        if getattr(self.engine, "last_choice", None):
+            import json
+
+            info = json.dumps({**json.loads(self.info), "k_choice": self.engine.last_choice}, sort_keys=True)
+        return process_batch(batch, self.spec, self.tokenizer, self.loop, info, self.oom_errors, self.on_oom)
 
     def __repr__(self) -> str:  # shown in Ray's actor names and errors
         return f"GenerateActor({self.spec.model_path!r}, mode={self.spec.mode})"
 
+
+
+class LockedTokenizer:
+    """The tokenizer behind a lock: concurrent batches share it, and a fast tokenizer's Rust core
+    refuses concurrent use ("Already borrowed")."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.lock = tokenizer, threading.Lock()
+        self.chat_template = getattr(tokenizer, "chat_template", None)
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            return self.tokenizer(*args, **kwargs)
+
+    def apply_chat_template(self, *args, **kwargs):
+        with self.lock:
+            return self.tokenizer.apply_chat_template(*args, **kwargs)
+
+    def batch_decode(self, *args, **kwargs):
+        with self.lock:
+            return self.tokenizer.batch_decode(*args, **kwargs)

@@ -81,6 +81,21 @@ def choose_block_size(costs: PassCosts, batch: int, accept: list[float], context
     return max(costs.blocks, key=lambda K: (expected_committed(accept, K) / costs.time(batch, K, context), -K))
 
 
+def explain_choice(costs: PassCosts, batch: int, accept: list[float], context: int | None, device: str) -> str:
+    """One line saying which K the rule picks here and why (progress lines and summaries)."""
+    rate = {K: expected_committed(accept, K) / costs.time(batch, K, context) for K in costs.blocks}  # tokens/ms/row
+    K = choose_block_size(costs, batch, accept, context)
+    best_draft = max((k for k in rate if k > 1), key=rate.get, default=None)
+    where = f"batch {batch}, context {context or '-'} on {device}"
+    if K == 1 and best_draft is not None:
+        return (f"K=1 (AR): drafts do not pay at {where} (AR {1 / rate[1]:.2f} ms/token per row, best K={best_draft} "
+                f"{1 / rate[best_draft]:.2f} ms/token at first-draft acceptance {accept[0]:.2f})")
+    if K == 1:
+        return f"K=1 (AR) at {where}"
+    return (f"K={K}: {rate[K] / rate[1]:.2f}x AR's tokens per second at {where} "
+            f"(first-draft acceptance {accept[0]:.2f})")
+
+
 @dataclass
 class AcceptanceTracker:
     """Running estimate of p_j from acceptance lengths (committed tokens per iteration).

@@ -21,7 +21,7 @@ import torch
 
 from workers.config import ModelConfig
 from workers.cuda_graphs import GraphedSteps
-from workers.draft_length import AcceptanceTracker, PassCosts, choose_block_size
+from workers.draft_length import AcceptanceTracker, PassCosts, choose_block_size, explain_choice
 from workers.fused import Ops
 from workers.kv_cache import PagedKVCache, bytes_per_token
 from workers.loader import load_model
@@ -78,6 +78,7 @@ class Engine:
         # graphs live as long as the engine: one capture per (batch bucket, K, sampling), ever
         self.run_step = GraphedSteps(self.state, self._step, self.kernel is None) if self.cuda_graphs else self._step
         self.finished: list[tuple[int, Result]] = []
+        self.last_choice = ""  # why the last iteration's K was chosen (pass-cost rule only)
         self._next_id = 0
 
     @classmethod
@@ -167,8 +168,11 @@ class Engine:
         """K for a batch of this size and context from the pass costs and the acceptance seen so far
         (1 = AR). Until 64 first drafts have been judged, the checkpoint's own block size is used."""
         if self.tracker.tried[0] < 64:
+            self.last_choice = f"K={self.config.block_size}: the checkpoint's, until 64 drafts have been judged"
             return self.config.block_size
-        return choose_block_size(self.pass_costs, batch, self.tracker.probabilities(), context)
+        accept = self.tracker.probabilities()
+        self.last_choice = explain_choice(self.pass_costs, batch, accept, context, self.device.type)
+        return choose_block_size(self.pass_costs, batch, accept, context)
 
     def measure_pass_costs(self, batches, blocks, contexts, repeat: int = 7) -> list[dict]:
         """ms per iteration at each (context, batch, K) on this device (workers/pass_costs.py)."""

@@ -92,7 +92,7 @@ def cache_key(engine) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def auto_pass_costs(engine, cache_dir: str | Path | None = None, budget_s: float = 40.0) -> tuple[list[dict], dict]:
+def auto_pass_costs(engine, cache_dir: str | Path | None = None, budget_s: float | None = None) -> tuple[list[dict], dict]:
     """Pass-cost rows for this engine: read from the local cache, else measured and cached.
 
     Returns (rows, info) where info says where they came from and how long measuring took."""
@@ -105,6 +105,7 @@ def auto_pass_costs(engine, cache_dir: str | Path | None = None, budget_s: float
         except (ValueError, KeyError):
             pass  # a torn or foreign file: measure again
     t0 = time.perf_counter()
+    budget_s = budget_s or (40.0 if engine.device.type == "cuda" else 10.0)
     batches, blocks, contexts = AUTO_GRID["cuda" if engine.device.type == "cuda" else "cpu"]
     blocks = tuple(k for k in blocks if k == 1 or engine.config.is_orthrus and k <= engine.max_block_size)
     rows = measure(engine, [b for b in batches if b <= engine.max_batch_size] or [engine.max_batch_size],

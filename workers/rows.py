@@ -12,7 +12,8 @@ Per-row figures (the engine's RequestStats, see workers/params.py):
   diffusion_passes diffusion (draft) forwards; 0 in AR mode
   forward_passes   iterations + diffusion_passes
   acceptance_histogram[i]  iterations that committed i + 1 tokens
-  engine_seconds   the batch's `generate` wall time, split over rows by forward_passes share
+  engine_seconds   the row's share of the engine's busy time (workers/params.RequestStats): the
+                   engine serves several batches at once, so a batch's wall time is no row's cost
   completion_token_ids  the generated token ids (what `completion` decodes); `orthrus-batch compare`
                    checks AR and Orthrus outputs token for token with them
   worker           `<host>:<pid>` of the actor that ran the row (which engine, for data-parallel
@@ -245,11 +246,10 @@ def _histogram(lengths: Sequence[int]) -> list[int]:
     return hist
 
 
-def build_table(rows: list[Row], results: dict[int, Result], completions: dict[int, str], engine_seconds: float,
+def build_table(rows: list[Row], results: dict[int, Result], completions: dict[int, str],
                 engine_info: str, started_at: float) -> pa.Table:
     """Output rows (BATCH_SCHEMA) in input order; `results` and `completions` are keyed by row index."""
     forwards = {i: r.stats.iterations + r.stats.diffusion_passes for i, r in results.items()}
-    total_forwards = sum(forwards.values())
     cols: dict[str, list[Any]] = {name: [] for name, _ in ROW_FIELDS}
     for i, row in enumerate(rows):
         res = results.get(i)
@@ -276,8 +276,7 @@ def build_table(rows: list[Row], results: dict[int, Result], completions: dict[i
         cols["accepted_tokens"].append(s.accepted_tokens)
         cols["mean_acceptance_length"].append(s.mean_acceptance_length)
         cols["acceptance_histogram"].append(_histogram(s.acceptance_lengths))
-        share = forwards[i] / total_forwards if total_forwards else 0.0
-        cols["engine_seconds"].append(engine_seconds * share)
+        cols["engine_seconds"].append(s.engine_seconds)
     n = len(rows)
     cols["worker"] = [worker_name()] * n
     cols["_row_hash"] = [r.row_hash for r in rows]
@@ -308,12 +307,9 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
     todo = [i for i, r in enumerate(rows) if r.error is None]
     results: dict[int, Result] = {}
     completions: dict[int, str] = {}
-    engine_seconds = 0.0
     if todo:
-        t0 = time.perf_counter()
         out = generate_in_halves(engine, [rows[i].token_ids for i in todo], [rows[i].params for i in todo],
                                  spec.mode, oom_errors, on_oom)
-        engine_seconds = time.perf_counter() - t0
         if len(out) != len(todo):
             raise RuntimeError(f"engine returned {len(out)} results for {len(todo)} prompts")
         for i, res in zip(todo, out):
@@ -324,7 +320,7 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
         done = list(results)
         texts = tokenizer.batch_decode([results[i].token_ids for i in done], skip_special_tokens=True)
         completions = dict(zip(done, texts))
-    return build_table(rows, results, completions, engine_seconds, engine_info, started_at)
+    return build_table(rows, results, completions, engine_info, started_at)
 
 
 def generate_in_halves(engine: EngineLike, prompts: list[list[int]], params: list[SamplingParams], mode: str,

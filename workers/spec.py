@@ -17,7 +17,10 @@ class WorkerSpec:
     max_batch_size: int = 64
     max_model_len: int = 4096
     cuda_graphs: bool | None = None  # None: on when the actor runs on CUDA
-    pass_costs: str | None = None  # bench JSON for choosing K per batch (workers/draft_length.py)
+    pass_costs: str | None = "auto"  # auto (measured at actor start) | off | a bench JSON (workers/pass_costs.py)
+    kv_cache_memory_fraction: float = 0.9  # CUDA: share of GPU memory for weights, activations and the KV pool
+    kv_cache_tokens: int | None = None  # an explicit KV pool size (tokens) instead of the fraction
+    max_concurrent_batches: int = 4  # Ray batches one actor serves at once, all feeding one engine
     prompt_column: str | None = "prompt"
     messages_column: str | None = None
     id_column: str | None = None
@@ -32,3 +35,7 @@ class WorkerSpec:
     s3_input: bool = False  # Ray's `path` column drops the scheme; put s3:// back for `shard`
     too_long: str = "error"  # error | truncate (keep the end of the prompt)
     duplicate_rows: dict[int, str] = field(default_factory=dict)  # Ray row hash -> error (pipeline/ids.py)
+
+    def engine_kwargs(self) -> dict:
+        """Engine settings beyond the model path, dtype and sizes."""
+        return {"kv_cache_memory_fraction": self.kv_cache_memory_fraction, "kv_cache_tokens": self.kv_cache_tokens}

@@ -101,3 +101,44 @@ def test_pass_costs_file_is_checked_at_the_edge(tmp_path):
            "engine": {"pass_costs": str(tmp_path / "missing.json")}}
     with pytest.raises(ConfigError, match=r"engine.pass_costs: .*cannot read pass costs from '.*missing.json'"):
         build_config(raw)
+
+
+def test_concurrent_batches_feed_one_engine(tiny_model):
+    """Two Ray batches in flight on one actor: the second's rows start decoding before the first's
+    last row finishes (it ends first: shorter rows), and every row gets what it gets alone."""
+    import threading
+
+    spec = WorkerSpec(model_path=str(tiny_model), max_new_tokens=60, max_model_len=256, pass_costs="off",
+                      sampling_columns=(("max_new_tokens", "n"),))
+    actor = GenerateActor(spec)
+    long = pa.table({"prompt": ["tell me a long story", "and another"], "n": [120, 120],
+                     "path": ["/d/a.parquet"] * 2, "row_hash": pa.array([1, 2], pa.uint64())})
+    short = pa.table({"prompt": ["hi", "yo", "ok"], "n": [4, 5, 6],
+                      "path": ["/d/b.parquet"] * 3, "row_hash": pa.array([3, 4, 5], pa.uint64())})
+    out: dict[str, pa.Table] = {}
+    first = threading.Thread(target=lambda: out.__setitem__("long", actor(long)))
+    first.start()
+    while not actor.engine.scheduler.decoding:  # the long batch is decoding
+        pass
+    second = threading.Thread(target=lambda: out.__setitem__("short", actor(short)))
+    second.start()
+    first.join(120)
+    second.join(120)
+    a, b = out["long"].to_pylist(), out["short"].to_pylist()
+    assert max(r["_finished_at"] for r in b) < min(r["_finished_at"] for r in a)
+    assert [r["num_completion_tokens"] for r in b] == [4, 5, 6] and [r["num_completion_tokens"] for r in a] == [120, 120]
+    alone = actor(short).to_pylist()
+    assert [r["completion_token_ids"] for r in alone] == [r["completion_token_ids"] for r in b]
+
+
+def test_pass_costs_auto_are_measured_once_and_cached(tiny_model, tmp_path, monkeypatch):
+    """engine.pass_costs: auto measures a small grid on this device at actor start, records it in
+    the engine facts, and the next actor reads it from the local cache instead."""
+    monkeypatch.setenv("ORTHRUS_CACHE", str(tmp_path))
+    spec = WorkerSpec(model_path=str(tiny_model), max_new_tokens=3, max_model_len=1200, max_batch_size=8)
+    first = json.loads(GenerateActor(spec).info)["pass_costs"]
+    assert first["source"] == "measured" and first["seconds"] < 30
+    grid = {(r["context"], r["batch"], r["block_size"]) for r in first["rows"]}
+    assert grid == {(c, b, k) for c in (128, 1024) for b in (1, 8) for k in (1, 2, 4, 8)}
+    second = json.loads(GenerateActor(spec).info)["pass_costs"]
+    assert second["source"] == "cache" and second["rows"] == first["rows"]

@@ -28,7 +28,7 @@ class FakeEngine:
             lengths = [2] * (n // 2) + [1] * (n % 2)
             stats = RequestStats(prompt_tokens=0, iterations=len(lengths), diffusion_passes=len(lengths),
                                  drafted_tokens=7 * len(lengths), accepted_tokens=n - len(lengths),
-                                 acceptance_lengths=lengths)
+                                 acceptance_lengths=lengths, engine_seconds=0.25 * len(lengths))
             out.append(Result([self.token] * n, "length", stats))
         return out
 
@@ -68,7 +68,7 @@ def test_good_rows_get_completions_and_exact_figures(tokenizer, engine):
         "completion_token_ids": [engine.token] * 5, "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
     assert first["id"] == "a.parquet:0000000000000001"
-    assert share > 0 and math.isclose(share, rows[1]["engine_seconds"])  # equal forwards, equal shares
+    assert share == 0.75 and rows[1]["engine_seconds"] == 0.75  # each row's own share, as the engine reports it
 
 
 def test_bad_rows_get_errors_and_never_reach_the_engine(tokenizer, engine):
