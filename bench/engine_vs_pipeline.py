@@ -4,7 +4,8 @@
         --max-new-tokens 256 --batch-size 256 --max-batch-size 256
 
 1. bare: a subprocess loads the Engine, tokenises the prompts exactly as the actor does
-   (workers/rows.py, untimed), then times `engine.generate` over the same batches the job uses;
+   (workers/rows.py, untimed), then feeds all of them through the stepping loop
+   (add_request, then step until done: the engine at its best, never batch by batch), timed;
 2. job: `pipeline.run_job` on the same rows (one actor; one per GPU is the job default).
 Reports both rates: the job's steady rate (completion tokens / first batch start to last batch
 end, so model load and Ray start-up are left out, as they are for the bare engine) and its
@@ -57,15 +58,16 @@ def bare(args: argparse.Namespace, path: Path) -> dict:
     table = pq.read_table(path)
     table = table.append_column("path", pa.array([str(path)] * table.num_rows)).append_column(
         "row_hash", pa.array(range(table.num_rows), pa.uint64()))
-    batches = []
-    for start in range(0, table.num_rows, args.batch_size):
-        rows = parse_rows(table.slice(start, args.batch_size), spec)
-        tokenize(rows, spec, tok, engine.max_model_len)
-        good = [r for r in rows if r.error is None]
-        batches.append(([r.token_ids for r in good], [r.params for r in good]))
+    rows = parse_rows(table, spec)
+    tokenize(rows, spec, tok, engine.max_model_len)
+    good = [r for r in rows if r.error is None]
+    engine.generate([r.token_ids for r in good[: args.max_batch_size]], [r.params for r in good[: args.max_batch_size]],
+                    mode=args.mode)  # warm-up: graph captures, as the job's actor pays them before its steady window
     tokens, t0 = 0, time.perf_counter()
-    for prompts, params in batches:
-        tokens += sum(len(r.token_ids) for r in engine.generate(prompts, params, mode=args.mode))
+    for r in good:
+        engine.add_request(r.token_ids, r.params, mode=args.mode)
+    while engine.has_unfinished():
+        tokens += sum(len(res.token_ids) for _, res in engine.step())
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
