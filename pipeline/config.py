@@ -78,24 +78,36 @@ class EngineSection(_Section):
     mode: Literal["orthrus", "ar"] = Field("orthrus", description="orthrus: diffusion drafts verified by the AR "
                                                                    "view; ar: plain one-token-per-step decoding.")
     block_size: int | None = Field(None, ge=2, description="Draft block size K (Orthrus mode; at least 2); "
-                                                           "null = the checkpoint's block_size, or chosen per "
-                                                           "batch when engine.pass_costs is set.")
+                                                           "null = chosen per iteration from engine.pass_costs, "
+                                                           "or the checkpoint's block_size when pass_costs is off.")
     max_batch_size: int = Field(64, ge=1, description="Most sequences the engine decodes at once.")
     max_model_len: int = Field(4096, ge=2, description="Most tokens (prompt + completion) per sequence; a longer "
                                                        "prompt gets an `error` or is truncated (`prompt.too_long`).")
     cuda_graphs: bool | None = Field(None, description="Replay decode steps as CUDA graphs; null = on when the "
                                                        "actor runs on CUDA.")
-    pass_costs: str | None = Field(None, description="A bench/engine_speed.py result (JSON with `pass_costs` "
-                                                     "rows) for this GPU and model: with it and no block_size, "
-                                                     "K is chosen per batch from these costs and the acceptance "
-                                                     "seen so far, AR where that is faster "
-                                                     "(workers/draft_length.py).")
+    pass_costs: str = Field("auto", description="auto: each actor measures what an iteration costs on its own "
+                                                "device (batch sizes x block sizes x contexts, within ~40 s on a "
+                                                "GPU, ~10 s on a CPU) and caches it on local disk; off: no "
+                                                "measurement, K = block_size or the checkpoint's; or a "
+                                                "bench/engine_speed.py result (JSON with `pass_costs` rows). With "
+                                                "costs and no block_size, K is chosen per iteration from the "
+                                                "costs and the acceptance seen so far, AR where that is faster "
+                                                "(workers/draft_length.py).")
+    kv_cache_memory_fraction: float = Field(0.9, gt=0, le=1, description="CUDA: share of the GPU's memory for the "
+                                                                         "weights, activations and the paged KV "
+                                                                         "pool (sized after a warm-up forward).")
+    kv_cache_tokens: int | None = Field(None, ge=2, description="An explicit KV pool size in tokens instead of "
+                                                                "kv_cache_memory_fraction; on the CPU the default "
+                                                                "is max_batch_size full rows.")
+    max_concurrent_batches: int = Field(4, ge=1, description="Ray batches one actor serves at once, all feeding "
+                                                             "one engine, so the next batch's rows join as slots "
+                                                             "free up instead of waiting for the last row.")
 
     @field_validator("pass_costs")
     @classmethod
-    def _pass_costs_readable(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
+    def _pass_costs_readable(cls, path: str) -> str:
+        if path in ("auto", "off"):
+            return path
         try:
             rows = json.loads(Path(path).read_text())["pass_costs"]
             if not rows or not all({"batch", "block_size", "ms_per_iteration"} <= set(r) for r in rows):

@@ -57,6 +57,8 @@ def worker_spec(config: JobConfig, s3_input: bool, duplicate_rows: dict[int, str
         model_path=model, dtype=c.model.dtype, mode=c.engine.mode, block_size=c.engine.block_size,
         max_batch_size=c.engine.max_batch_size, max_model_len=c.engine.max_model_len,
         cuda_graphs=c.engine.cuda_graphs, pass_costs=c.engine.pass_costs,
+        kv_cache_memory_fraction=c.engine.kv_cache_memory_fraction, kv_cache_tokens=c.engine.kv_cache_tokens,
+        max_concurrent_batches=c.engine.max_concurrent_batches,
         prompt_column=c.input.prompt_column, messages_column=c.input.messages_column, id_column=c.input.id_column,
         sampling_columns=tuple(c.input.sampling_columns.columns().items()),
         max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature, top_k=c.sampling.top_k,
@@ -118,9 +120,13 @@ def build_dataset(config: JobConfig, shards: list[Shard], output_uri: str, clust
     # Ray 2.60 has no named parameters for restarts and retries yet; it warns that passing them as
     # remote args is deprecated (until 2.64) on every run, which only confuses a job's log.
     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+    # several batches in flight per actor, each call on its own thread, all feeding one engine (workers/actor.py)
+    inflight = config.engine.max_concurrent_batches
+    pool = ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=inflight,
+                             max_concurrent_calls_per_actor=inflight, enable_true_multi_threading=inflight > 1)
     ds = ds.map_batches(
         actor_cls or GenerateActor, fn_constructor_kwargs={"spec": worker_spec(config, loc.is_s3, duplicate_rows)},
-        batch_size=batch, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers), num_cpus=cpus,
+        batch_size=batch, batch_format="pyarrow", compute=pool, num_cpus=cpus,
         num_gpus=gpus, max_restarts=r.max_restarts, max_task_retries=r.max_task_retries,
     )
     return ds.map_batches(commit_batch, fn_kwargs={"output_uri": output_uri}, batch_size=None,

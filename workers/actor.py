@@ -93,13 +93,21 @@ class GenerateActor:
         self.engine.use_pass_costs(PassCosts.from_rows(rows))
         return {**info, "rows": rows}
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        info = self.info
-        if getattr(self.engine, "last_choice", None):
-            import json
+    def batch_facts(self) -> str:
+        """The `_batch` cell: what the engine is doing as a batch ends (progress lines, summary)."""
+        import json
 
-            info = json.dumps({**json.loads(self.info), "k_choice": self.engine.last_choice}, sort_keys=True)
-        return process_batch(batch, self.spec, self.tokenizer, self.loop, info, self.oom_errors, self.on_oom)
+        import torch
+
+        facts = {**self.engine.occupancy(), "k_choice": self.engine.last_choice}
+        if self.engine.device.type == "cuda":
+            facts["gpu_memory_allocated"] = torch.cuda.memory_allocated(self.engine.device)
+            facts["gpu_memory_total"] = torch.cuda.get_device_properties(self.engine.device).total_memory
+        return json.dumps(facts, sort_keys=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return process_batch(batch, self.spec, self.tokenizer, self.loop, self.info, self.oom_errors, self.on_oom,
+                             self.batch_facts)
 
     def __repr__(self) -> str:  # shown in Ray's actor names and errors
         return f"GenerateActor({self.spec.model_path!r}, mode={self.spec.mode})"

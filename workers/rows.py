@@ -63,6 +63,7 @@ INTERNAL_FIELDS: list[tuple[str, pa.DataType]] = [
     ("_engine", pa.string()),  # JSON: device, model_dir, dtype, is_orthrus, block_size
     ("_started_at", pa.float64()),  # unix time the batch reached the actor
     ("_finished_at", pa.float64()),  # unix time its rows were built
+    ("_batch", pa.string()),  # JSON: the engine's state as the batch ended (K choice, GPU memory, KV pool)
 ]
 BATCH_SCHEMA = pa.schema(ROW_FIELDS + INTERNAL_FIELDS)
 RAY_PATH_COLUMN = "path"  # read_parquet(include_paths=True)
@@ -247,7 +248,7 @@ def _histogram(lengths: Sequence[int]) -> list[int]:
 
 
 def build_table(rows: list[Row], results: dict[int, Result], completions: dict[int, str],
-                engine_info: str, started_at: float) -> pa.Table:
+                engine_info: str, started_at: float, batch_info: str = "{}") -> pa.Table:
     """Output rows (BATCH_SCHEMA) in input order; `results` and `completions` are keyed by row index."""
     forwards = {i: r.stats.iterations + r.stats.diffusion_passes for i, r in results.items()}
     cols: dict[str, list[Any]] = {name: [] for name, _ in ROW_FIELDS}
@@ -283,12 +284,13 @@ def build_table(rows: list[Row], results: dict[int, Result], completions: dict[i
     cols["_engine"] = [engine_info] * n
     cols["_started_at"] = [started_at] * n
     cols["_finished_at"] = [time.time()] * n
+    cols["_batch"] = [batch_info] * n
     return pa.Table.from_pydict(cols, schema=BATCH_SCHEMA)
 
 
 def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engine: EngineLike,
                   engine_info: str, oom_errors: tuple[type[BaseException], ...] = OOM_ERRORS,
-                  on_oom: Callable[[], None] | None = None) -> pa.Table:
+                  on_oom: Callable[[], None] | None = None, batch_info: Callable[[], str] | None = None) -> pa.Table:
     """One actor call: parse, tokenise, one `engine.generate` for the good rows, decode, build rows.
 
     Args:
@@ -297,6 +299,7 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
         tokenizer: the checkpoint's own tokenizer.
         engine: the loaded Engine (or a fake with the same `generate`).
         engine_info: JSON facts about the engine, copied into `_engine`.
+        batch_info: called when the batch is done: JSON of the engine's state then, copied into `_batch`.
         oom_errors, on_oom: out-of-memory handling, see `generate_in_halves`.
     Returns:
         One output row per input row, in order (BATCH_SCHEMA).
@@ -320,7 +323,7 @@ def process_batch(batch: pa.Table, spec: WorkerSpec, tokenizer: Tokenizer, engin
         done = list(results)
         texts = tokenizer.batch_decode([results[i].token_ids for i in done], skip_special_tokens=True)
         completions = dict(zip(done, texts))
-    return build_table(rows, results, completions, engine_info, started_at)
+    return build_table(rows, results, completions, engine_info, started_at, batch_info() if batch_info else "{}")
 
 
 def generate_in_halves(engine: EngineLike, prompts: list[list[int]], params: list[SamplingParams], mode: str,

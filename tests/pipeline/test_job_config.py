@@ -49,7 +49,8 @@ def test_unknown_key_is_named_with_the_choices():
     with pytest.raises(ConfigError) as err:
         build_config({**MINIMAL, "engine": {"modee": "ar"}})
     assert str(err.value) == ("job: engine.modee: unknown key (known here: block_size, cuda_graphs, "
-                              "max_batch_size, max_model_len, mode, pass_costs)")
+                              "kv_cache_memory_fraction, kv_cache_tokens, max_batch_size, max_concurrent_batches, "
+                              "max_model_len, mode, pass_costs)")
 
 
 def test_bad_values_name_each_key():
