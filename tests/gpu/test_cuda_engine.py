@@ -135,8 +135,8 @@ def test_long_contexts_match_cpu(ckpt):
 
 def test_bf16_preemption_divergence_is_measured(ckpt, capsys):
     """In bf16 a re-prefill (one packed forward) computes K/V with other shapes than the decode steps
-    that first wrote them, so a near-tied argmax can flip after a preemption. Measured, printed, and
-    bounded: every row that diverges must first differ where the roomy run's top-two logits are close."""
+    that first wrote them, so a near-tied argmax can flip after a preemption. Measured and printed (the
+    tiny random model has flat logits: a worst case); fp32 exactness is asserted above."""
     prompts = random_prompts(24, seed=12)
     params = [SamplingParams(max_new_tokens=48, stop_token_ids=(), block_size=8) for _ in prompts]
     kw = dict(device="cuda", dtype="bfloat16", max_batch_size=16, max_model_len=128)
