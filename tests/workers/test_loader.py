@@ -136,17 +136,58 @@ def test_hub_id_resolves_through_the_hub_cache(tmp_path, monkeypatch):
     assert "*.safetensors" in calls[0][1] and not any(p.endswith((".bin", ".py")) for p in calls[0][1])
 
 
+def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
+    """Spacing of bfloat16 numbers (8 significant bits) at |x|."""
+    return torch.exp2(torch.floor(torch.log2(x.abs().clamp(min=1e-30))) - 7)
+
+
 def test_bfloat16_divergence_is_reported(orthrus_ckpt, capsys):
-    """bf16 may flip near-tied argmaxes (ORTHRUS.md): measured and printed, not asserted."""
+    """bf16 may flip near-tied argmaxes (ORTHRUS.md), and only those: every row where bf16 AR or
+    bf16 Orthrus leaves fp32 AR's greedy path, or bf16 Orthrus leaves bf16 AR's, parts at a token
+    where fp32's top two logits (transformers' Qwen3ForCausalLM on the common prefix) are within
+    8 bf16 spacings of the top logit of each other (0.5-1.0 at these logits' size, 11-26; this
+    model's bf16 logits are off fp32's by 2-5%, i.e. 5-12 spacings, measured with transformers in
+    bf16). The check has teeth: 81% of the positions of these paths have a wider gap (asserted
+    > 70%), so a divergence that is not a near-tie flip fails it. The counts are printed.
+
+    Planted in a scratch copy of workers/sampler.py `accept` (greedy drafts also pass when their
+    verify logit is within 2.0 of the best), this test failed: bf16 Orthrus parted from fp32 AR
+    at token 9 of a row where fp32's top two logits differ by 0.53 > 0.5. It passes unmodified. Measured on this checkpoint (the engine of
+    2026-12-01): bf16 AR and bf16 Orthrus each leave fp32 on 9/16 rows, at fp32 gaps 0.03-0.31;
+    bf16 Orthrus equals bf16 AR on 16/16. Other seeds or kernels move these counts, not the rule.
+    """
+    from transformers import Qwen3ForCausalLM
+
     prompts = random_prompts(16, seed=21)
     params = SamplingParams(max_new_tokens=24, stop_token_ids=())
-    fp32 = Engine.from_pretrained(orthrus_ckpt).generate(prompts, params, mode="ar")
-    bf16 = {m: Engine.from_pretrained(orthrus_ckpt, dtype="bfloat16").generate(prompts, params, mode=m) for m in ("ar", "orthrus")}
-    differ = lambda xs, ys: sum(x.token_ids != y.token_ids for x, y in zip(xs, ys))  # noqa: E731
+    fp32 = [r.token_ids for r in Engine.from_pretrained(orthrus_ckpt).generate(prompts, params, mode="ar")]
+    bf16 = {m: [r.token_ids for r in Engine.from_pretrained(orthrus_ckpt, dtype="bfloat16").generate(prompts, params, mode=m)]
+            for m in ("ar", "orthrus")}
+    assert all(len(t) == 24 for t in fp32 + bf16["ar"] + bf16["orthrus"])
+    hf = Qwen3ForCausalLM.from_pretrained(orthrus_ckpt, dtype=torch.float32).eval()
+
+    def top2_gap(prefix: list[int]) -> tuple[float, float]:
+        with torch.no_grad():
+            top = hf(torch.tensor([prefix])).logits[0, -1].double().topk(2).values
+        return float(top[0] - top[1]), float(8 * bf16_ulp(top[0]))
+
+    report = []
+    for name, xs, ys in (("bf16 AR vs fp32 AR", bf16["ar"], fp32), ("bf16 Orthrus vs fp32 AR", bf16["orthrus"], fp32),
+                         ("bf16 Orthrus vs bf16 AR", bf16["orthrus"], bf16["ar"])):
+        gaps = []
+        for prompt, x, y in zip(prompts, xs, ys):
+            j = next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), None)
+            if j is not None:
+                gap, tol = top2_gap(prompt + x[:j])
+                assert gap <= tol, f"{name}: parted at token {j} where fp32's top two logits differ by {gap:.3f} > {tol}"
+                gaps.append(gap)
+        report.append(f"{name} {len(gaps)}/16" + (f" (fp32 gaps at the split {min(gaps):.3f}-{max(gaps):.3f})" if gaps else ""))
     with capsys.disabled():
-        print(f"\n[bf16 report] rows differing from fp32 AR: bf16 AR {differ(bf16['ar'], fp32)}/16, "
-              f"bf16 Orthrus {differ(bf16['orthrus'], fp32)}/16; bf16 Orthrus vs bf16 AR {differ(bf16['orthrus'], bf16['ar'])}/16")
-    assert all(len(r.token_ids) == 24 for r in bf16["orthrus"])
+        print("\n[bf16 report] rows that part: " + "; ".join(report))
+    with torch.no_grad():  # the tolerance must leave most positions outside it
+        wide = [(l.topk(2).values[:, 0] - l.topk(2).values[:, 1] > 8 * bf16_ulp(l.topk(2).values[:, 0])).double().mean()
+                for l in (hf(torch.tensor([p + t])).logits[0, len(p) - 1:-1] for p, t in zip(prompts, fp32))]
+    assert float(torch.stack(wide).mean()) > 0.7
 
 
 def test_unknown_view_is_refused(orthrus_ckpt):
