@@ -4,7 +4,7 @@
         --max-new-tokens 256 --batch-size 256 --max-batch-size 256
 
 1. bare: a subprocess loads the Engine, tokenises the prompts exactly as the actor does
-   (workers/rows.py, untimed), then feeds all of them through the stepping loop
+   (workers/input_rows.py, untimed), then feeds all of them through the stepping loop
    (add_request, then step until done: the engine at its best, never batch by batch), timed;
 2. job: `pipeline.run_job` on the same rows (one actor; one per GPU is the job default).
 Reports both rates: the job's steady rate (completion tokens / first batch start to last batch
@@ -45,7 +45,7 @@ def bare(args: argparse.Namespace, path: Path) -> dict:
     from transformers import AutoTokenizer
 
     from workers.engine import Engine
-    from workers.rows import parse_rows, tokenize
+    from workers.input_rows import parse_rows, tokenize
     from workers.spec import WorkerSpec
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -28,14 +28,15 @@ from pipeline.compare import (ALL, MODES, ROW_INPUT_COLUMNS, ROWS_COLUMNS, Billi
                               join_rows, shard_table, workers_per_mode)
 from pipeline.config import JobConfig, build_config, load_config
 from pipeline.job import check_model_path, input_columns
-from pipeline.outputs import OUTPUTS_DIR, SHARDS_FILE, SUMMARY_FILE, prepare_output
+from pipeline.outputs import OUTPUTS_DIR, SHARDS_FILE, prepare_output
 from pipeline.progress import flush_print
 from pipeline.report import write_report
 from pipeline.sample import write_sample
 from pipeline.shards import list_shards
 from pipeline.storage import Location, locate
+from pipeline.summary import RunSummary
 
-from jobs.run import USAGE_ERRORS
+from jobs.cli import USAGE_ERRORS, module_main, usage_error
 
 COMPARE_DIR = "compare"
 DEFAULT_PRICE = 1.0  # USD per GPU-hour: a placeholder that makes $ read as GPU-hours; pass your price
@@ -78,13 +79,14 @@ def _jsonable(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def read_run(loc: Location) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def read_run(loc: Location) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
     """(outputs rows, stats/shards.parquet, summary.json) of one finished run."""
     fs = loc.filesystem
     rows = pq.read_table(loc.child(OUTPUTS_DIR).fs_path, filesystem=fs, columns=ROW_INPUT_COLUMNS).to_pandas()
     stats = pq.read_table(loc.child(SHARDS_FILE).fs_path, filesystem=fs).to_pandas()
-    with fs.open_input_stream(loc.child(SUMMARY_FILE).fs_path) as f:
-        summary = json.loads(f.read())
+    summary = RunSummary.read(loc)
+    if summary is None:
+        raise RuntimeError(f"{loc.uri}: the run wrote no readable summary.json")
     return rows, stats, summary
 
 
@@ -118,7 +120,7 @@ def compare(job: str, overrides: Sequence[str] = (), sample: int | None = None, 
         runs[mode] = read_run(root.child(mode))
 
     (ar_rows, ar_stats, ar_sum), (or_rows, or_stats, or_sum) = runs["ar"], runs["orthrus"]
-    billing = {m: Billing(float(runs[m][2]["resources"]["gpus_per_worker"]), price) for m in MODES}
+    billing = {m: Billing(float(runs[m][2].resources["gpus_per_worker"]), price) for m in MODES}
     rows = join_rows(ar_rows, or_rows, shard_of)
     shards_out = shard_table(rows, ar_stats, or_stats, billing["ar"], billing["orthrus"], shard_of)
     dest = root.child(COMPARE_DIR)
@@ -130,10 +132,10 @@ def compare(job: str, overrides: Sequence[str] = (), sample: int | None = None, 
         "overall": shards_out[shards_out["shard"] == ALL].iloc[0].to_dict(),
         "first_differences": first_differences(rows),
         "workers": workers_per_mode(rows),
-        "runs": {m: {"output": root.child(m).uri, "job_seconds": s["totals"]["job_seconds"],
-                     "device_types": s["device_types"], "actors": s["actors"], "resources": s["resources"],
-                     "engines": s["engines"]} for m, s in (("ar", ar_sum), ("orthrus", or_sum))},
-        "wall_speedup": ar_sum["totals"]["job_seconds"] / or_sum["totals"]["job_seconds"],
+        "runs": {m: {"output": root.child(m).uri, "job_seconds": s.totals["job_seconds"],
+                     "device_types": s.device_types, "actors": s.actors, "resources": s.resources,
+                     "engines": s.engines} for m, s in (("ar", ar_sum), ("orthrus", or_sum))},
+        "wall_speedup": ar_sum.totals["job_seconds"] / or_sum.totals["job_seconds"],
     })
     _write_table(dest.child("shards.parquet"), shards_out)
     _write_table(dest.child("rows.parquet"), rows[ROWS_COLUMNS])
@@ -179,20 +181,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """The `compare` subcommand; returns the exit status."""
     if args.sample is not None and args.sample < 1:
-        print(f"orthrus-batch: error: --sample must be >= 1, got {args.sample}", file=sys.stderr)
-        return 2
+        return usage_error(f"--sample must be >= 1, got {args.sample}")
     try:
         compare(args.job, args.overrides, sample=args.sample, seed=args.seed, price=args.price, out=args.out)
     except USAGE_ERRORS as err:
-        print(f"orthrus-batch: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error(err)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.compare", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return command(parser.parse_args(argv))
+    return module_main("jobs.compare", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

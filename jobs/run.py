@@ -18,12 +18,9 @@ from typing import Any, Callable, Sequence, TextIO
 
 from pipeline.config import ConfigError, JobConfig, load_config
 from pipeline.lease import LeaseError
-from pipeline.outputs import OutputError
 from pipeline.ray_logs import log_path, ray_output_to
-from pipeline.shards import InputError
 
-USAGE_ERRORS = (ConfigError, InputError, OutputError)
-INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+from jobs.cli import FAILED, INTERRUPTED, USAGE_ERRORS, module_main, usage_error
 
 
 def run(job: str, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -54,8 +51,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.job, args.overrides)
     except ConfigError as err:
-        print(f"orthrus-batch: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error(err)
     log = log_path(config.name)
     ray_was_up = _ray_initialized()
     def echo(line: str) -> None:
@@ -68,8 +64,7 @@ def command(args: argparse.Namespace) -> int:
             run(args.job, args.overrides, echo=echo)
             return 0
         except USAGE_ERRORS as err:
-            _say(terminal, f"orthrus-batch: error: {err}")
-            return 2
+            return usage_error(err, terminal)
         except KeyboardInterrupt:
             _say(terminal, f"orthrus-batch: interrupted; the output folder {config.output.path} keeps every "
                            f"finished shard. Finish the job with:\n  {resume_command(args.job, args.overrides, config)}")
@@ -79,7 +74,7 @@ def command(args: argparse.Namespace) -> int:
             first = (str(err).strip().splitlines() or [""])[0]
             what = "lost its output folder" if isinstance(err, LeaseError) else "failed"
             _say(terminal, f"orthrus-batch: the job {what}: {type(err).__name__}: {first} (details: {log})")
-            return 1
+            return FAILED
         finally:
             if not ray_was_up:
                 _stop_ray()
@@ -108,9 +103,7 @@ def _stop_ray() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.run", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return command(parser.parse_args(argv))
+    return module_main("jobs.run", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

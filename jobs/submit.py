@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 from pipeline.config import JobConfig, load_config
 from pipeline.storage import is_s3
 
-from jobs.run import USAGE_ERRORS
+from jobs.cli import FAILED, USAGE_ERRORS, module_main, usage_error
 
 PACKAGES = ("pipeline", "workers", "jobs")
 JOB_FILE = "job.yaml"
@@ -176,12 +176,8 @@ def command(args: argparse.Namespace) -> int:
     """The `submit` subcommand; returns the exit status."""
     try:
         client, job_id = submit(args.job, args.address, args.overrides, args.python)
-    except USAGE_ERRORS as err:
-        print(f"orthrus-batch: error: {err}", file=sys.stderr)
-        return 2
-    except ClusterError as err:
-        print(f"orthrus-batch: error: {err}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS + (ClusterError,) as err:
+        return usage_error(err)
     print(f"submitted {job_id} to {args.address}", flush=True)
     if not args.wait:
         print(f"follow it with: ray job logs --follow --address {args.address} {job_id}")
@@ -191,14 +187,12 @@ def command(args: argparse.Namespace) -> int:
     print(f"job {job_id}: {status}", flush=True)
     if str(status) != "SUCCEEDED":
         print(f"orthrus-batch: job {job_id} {status}: {info.message}", file=sys.stderr)
-        return 1
+        return FAILED
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.submit", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return command(parser.parse_args(argv))
+    return module_main("jobs.submit", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

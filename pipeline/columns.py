@@ -74,5 +74,5 @@ def read_schema(roles: dict[str, Role], types: list[dict[str, pa.DataType]]) -> 
                 unified = pa.unify_schemas([pa.schema([(column, t)]) for t in seen], promote_options="permissive")
                 fields.append((column, unified.field(column).type))
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                fields.append((column, seen[0]))  # structs that do not unify: rows.py reports the bad cells
+                fields.append((column, seen[0]))  # structs that do not unify: workers/input_rows.py reports the bad cells
     return pa.schema(fields)

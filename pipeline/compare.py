@@ -28,12 +28,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from workers import metrics
+from workers.schema import OUTPUT_SCHEMA
+
 MODES = ("ar", "orthrus")
 ALL = "(all)"  # the overall row of the shard table
-# outputs/ columns compare reads (completion only to show the first differences)
-ROW_INPUT_COLUMNS = ["id", "shard", "completion", "completion_token_ids", "num_prompt_tokens",
-                     "num_completion_tokens", "error", "engine_seconds", "iterations", "mean_acceptance_length",
-                     "worker"]
+# outputs/ columns compare reads: all but the prompt text and the per-row figures it takes from
+# stats/shards.parquet instead (completion only to show the first differences)
+ROW_INPUT_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name not in (
+    "prompt", "finish_reason", "diffusion_passes", "forward_passes", "drafted_tokens", "accepted_tokens",
+    "acceptance_histogram")]
 ROWS_COLUMNS = ["id", "shard", "status", "num_prompt_tokens", "ar_completion_tokens", "orthrus_completion_tokens",
                 "first_diff", "ar_token_at_diff", "orthrus_token_at_diff", "ar_engine_seconds",
                 "orthrus_engine_seconds", "speedup", "orthrus_mean_acceptance_length", "ar_worker", "orthrus_worker"]
@@ -71,7 +75,8 @@ def first_difference(a: Sequence[int] | None, b: Sequence[int] | None) -> int | 
 
 
 def _ratio(num: float, den: float) -> float:
-    return num / den if den else math.nan
+    """metrics.ratio with NaN over nothing: "not compared" must not read as 0 (the report shows n/a)."""
+    return metrics.ratio(num, den, math.nan)
 
 
 def _token_at(tokens: Any, i: Any) -> int | None:
@@ -131,18 +136,6 @@ def equality(rows: pd.DataFrame) -> dict[str, Any]:
             "equality_rate": _ratio(equal, equal + different)}
 
 
-def _histogram(hists: Sequence[Any]) -> list[int]:
-    out: list[int] = []
-    for h in hists:
-        if h is None:
-            continue
-        h = list(h)
-        out += [0] * max(0, len(h) - len(out))
-        for i, n in enumerate(h):
-            out[i] += int(n)
-    return out
-
-
 def _mode_figures(stats: pd.DataFrame, billing: Billing, prefix: str) -> dict[str, Any]:
     """Sums and ratios of sums over some rows of one run's stats/shards.parquet."""
     tokens = int(stats["completion_tokens"].sum())
@@ -156,9 +149,9 @@ def _mode_figures(stats: pd.DataFrame, billing: Billing, prefix: str) -> dict[st
         f"{prefix}_unit_seconds": unit_s,
         f"{prefix}_tokens_per_unit_s": _ratio(tokens, unit_s),
         f"{prefix}_usd_per_1m_tokens": _ratio(billing.usd_per_unit_hour * unit_s / 3600.0 * 1e6, tokens),
-        f"{prefix}_mean_acceptance_length": _ratio(tokens, iterations),
-        f"{prefix}_tokens_per_forward": _ratio(tokens, forwards),
-        f"{prefix}_acceptance_histogram": _histogram(stats["acceptance_histogram"]),
+        f"{prefix}_mean_acceptance_length": metrics.mean_acceptance_length(tokens, iterations, math.nan),
+        f"{prefix}_tokens_per_forward": metrics.tokens_per_forward(tokens, forwards, math.nan),
+        f"{prefix}_acceptance_histogram": metrics.sum_histograms(stats["acceptance_histogram"]),
     }
 
 

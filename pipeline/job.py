@@ -31,17 +31,19 @@ from typing import Any, Callable
 from pipeline.columns import Role, read_schema
 from pipeline.config import JobConfig, build_config, load_config, resume_key
 from pipeline.ids import find_duplicates
-from pipeline.model_path import check_model_path
 from pipeline.lease import LEASE_FILE, Lease
-from pipeline.outputs import (OUTPUTS_DIR, OutputError, commit_batch, drop_partial, load_done, mark_done,
-                              output_location, prepare_output, read_summary, write_shard_stats,
-                              write_summary)
+from pipeline.outputs import (OUTPUTS_DIR, SUMMARY_FILE, OutputError, commit_batch, drop_partial, load_done,
+                              mark_done, output_location, prepare_output, write_shard_stats)
 from pipeline.progress import Progress, flush_print, format_summary
-from pipeline.shards import CREDENTIALS_HINT, Shard, scan_shards
+from pipeline.shards import CREDENTIALS_HINT, InputError, Shard, scan_shards
 from pipeline.stats import StatsAccumulator
+from pipeline.summary import RunSummary
 from pipeline.storage import locate
-from workers.rows import RAY_HASH_COLUMN, RAY_PATH_COLUMN
-from workers.spec import WorkerSpec
+from workers import model_source
+from workers.config import CheckpointError
+from workers.params import SamplingParams
+from workers.schema import RAY_HASH_COLUMN, RAY_PATH_COLUMN
+from workers.spec import EngineSettings, WorkerSpec
 
 _VERSIONED = ("orthrus-batch", "ray", "torch", "transformers", "tokenizers", "pyarrow", "pandas", "pydantic",
               "safetensors")
@@ -50,22 +52,25 @@ _COMMIT_RETRIES = 5  # a commit that fails on I/O (S3 down for longer than its o
 
 
 def worker_spec(config: JobConfig, s3_input: bool, duplicate_rows: dict[int, str] | None = None) -> WorkerSpec:
-    """The frozen settings each actor receives."""
-    c = config
+    """The frozen settings each actor receives: the engine and sampling sections map one to one onto
+    EngineSettings and SamplingParams (tests/pipeline/test_job_config.py holds them to that)."""
+    c, i = config, config.input
     model = os.path.abspath(c.model.path) if os.path.isdir(c.model.path) else c.model.path  # workers' cwd differs
     return WorkerSpec(
-        model_path=model, dtype=c.model.dtype, mode=c.engine.mode, block_size=c.engine.block_size,
-        max_batch_size=c.engine.max_batch_size, max_model_len=c.engine.max_model_len,
-        cuda_graphs=c.engine.cuda_graphs, pass_costs=c.engine.pass_costs,
-        kv_cache_memory_fraction=c.engine.kv_cache_memory_fraction, kv_cache_tokens=c.engine.kv_cache_tokens,
-        max_concurrent_batches=c.engine.max_concurrent_batches,
-        prompt_column=c.input.prompt_column, messages_column=c.input.messages_column, id_column=c.input.id_column,
-        sampling_columns=tuple(c.input.sampling_columns.columns().items()),
-        max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature, top_k=c.sampling.top_k,
-        top_p=c.sampling.top_p, seed=c.sampling.seed, chat_template=c.prompt.chat_template,
-        enable_thinking=c.prompt.enable_thinking, s3_input=s3_input, too_long=c.prompt.too_long,
+        model_path=model, dtype=c.model.dtype, engine=EngineSettings(**c.engine.model_dump()),
+        sampling=SamplingParams(**c.sampling.model_dump()), prompt_column=i.prompt_column,
+        messages_column=i.messages_column, id_column=i.id_column,
+        sampling_columns=tuple(i.sampling_columns.columns().items()), **c.prompt.model_dump(), s3_input=s3_input,
         duplicate_rows=duplicate_rows or {},
     )
+
+
+def check_model_path(path: str) -> None:
+    """model.path checked in the driver, before Ray starts (workers/model_source.check), as an InputError."""
+    try:
+        model_source.check(path)
+    except CheckpointError as err:
+        raise InputError(str(err)) from None
 
 
 def input_roles(config: JobConfig) -> dict[str, Role]:
@@ -174,8 +179,8 @@ def run_job(config: JobConfig | dict[str, Any] | str, *, echo: Callable[[str], N
             progress shows up in redirected logs).
         actor_cls: a GenerateActor subclass to use instead (tests).
     Returns:
-        The summary (also written to summary.json): config, versions, model, mode, engines, totals,
-        skipped_files, resumed, paths.
+        The run's summary in its JSON form, as written to summary.json (pipeline/summary.RunSummary:
+        config, versions, model, mode, engines, totals, engine_state, skipped_files, resumed, paths).
     Raises:
         ConfigError, InputError, OutputError: before Ray starts, naming the key, file or path.
         RuntimeError: the run finished but rows are missing (after writing stats and summary).
@@ -249,34 +254,30 @@ def _run(config: JobConfig, out: Any, acc: StatsAccumulator, todo: list[Shard], 
     job_seconds = time.monotonic() - t0
     progress.update(force=True)
 
-    earlier_totals = (read_summary(out) or {}).get("totals") if config.output.resume else None
+    earlier = RunSummary.read(out) if config.output.resume else None
     shard_stats_uri = write_shard_stats(out, acc.table())
     workers, gpus, cpus = actor_resources(config, cluster_gpus)
-    summary = {
-        "name": config.name,
-        "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config.model_dump(mode="json"),
-        "versions": _versions(),
-        "model": {"path": config.model.path, "dtype": config.model.dtype},
-        "mode": config.engine.mode,
-        "device_types": sorted({e.get("device", "?") for e in acc.engine_facts()}),
-        "engines": acc.engine_facts(),
-        "actors": acc.actors,
-        "resources": {"num_workers": workers, "gpus_per_worker": gpus, "cpus_per_worker": cpus,
-                      "cluster_gpus": cluster_gpus},
-        "totals": acc.totals(job_seconds, earlier_totals),
-        "this_run": acc.this_run(job_seconds),
-        "skipped_files": [{"file": b.uri, "reason": b.reason} for b in skipped],
-        "resumed": {"shards": len(acc.resumed), "rows": sum(acc.shards[u].rows for u in acc.resumed)},
-        "paths": {"outputs": out.child(OUTPUTS_DIR).uri, "shard_stats": shard_stats_uri,
-                  "summary": out.child("summary.json").uri},
-    }
-    write_summary(out, summary)
+    summary = RunSummary(
+        name=config.name, started_at=started_at,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=config.model_dump(mode="json"), versions=_versions(),
+        model={"path": config.model.path, "dtype": config.model.dtype}, mode=config.engine.mode,
+        device_types=sorted({e.get("device", "?") for e in acc.engine_facts()}), engines=acc.engine_facts(),
+        actors=acc.actors,
+        resources={"num_workers": workers, "gpus_per_worker": gpus, "cpus_per_worker": cpus,
+                   "cluster_gpus": cluster_gpus},
+        totals=acc.totals(job_seconds, earlier.totals if earlier else None), this_run=acc.this_run(job_seconds),
+        skipped_files=[{"file": b.uri, "reason": b.reason} for b in skipped],
+        resumed={"shards": len(acc.resumed), "rows": sum(acc.shards[u].rows for u in acc.resumed)},
+        paths={"outputs": out.child(OUTPUTS_DIR).uri, "shard_stats": shard_stats_uri,
+               "summary": out.child(SUMMARY_FILE).uri},
+        engine_state=acc.engine_state().to_json(),
+    )
+    summary.write(out)
     echo(format_summary(summary))
     missing = [s for s in acc.shards.values() if not s.complete]
     if missing:
         first = missing[0]
         raise RuntimeError(f"{len(missing)} shard(s) incomplete, e.g. {first.shard}: {first.rows} of "
                            f"{first.input_rows} rows written")
-    return summary
+    return summary.to_json()

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pipeline.shards import CREDENTIALS_HINT
 from pipeline.stats import ShardStats, partial_stats
 from pipeline.storage import Location, locate
-from workers.rows import OUTPUT_SCHEMA
+from workers.schema import OUTPUT_SCHEMA, ROW_HASH
 
 OUTPUTS_DIR = "outputs"
 STATS_DIR = "stats"
@@ -78,7 +78,7 @@ def commit_batch(batch: pa.Table, output_uri: str) -> pa.Table:
     files: dict[str, int] = {}
     for shard in pc.unique(batch.column("shard")).to_pylist():
         part = batch.filter(pc.equal(batch.column("shard"), shard))
-        digest = hashlib.sha1(part.column("_row_hash").to_numpy().tobytes()).hexdigest()[:16]
+        digest = hashlib.sha1(part.column(ROW_HASH).to_numpy().tobytes()).hexdigest()[:16]
         part = part.select(OUTPUT_SCHEMA.names)
         _write_parquet(fs, f"{out.fs_path}/{shard_prefix(shard)}-{digest}.parquet", part, not out.is_s3)
         files[shard] = 1
@@ -123,7 +123,7 @@ def prepare_output(uri: str, overwrite: bool, resume: bool = False, job: dict[st
         for name in (OUTPUTS_DIR, STATS_DIR, DONE_DIR):
             fs.create_dir(loc.child(name).fs_path, recursive=True)
         if job is not None:
-            _write_json(loc.child(JOB_FILE), job)
+            write_json(loc.child(JOB_FILE), job)
     except OSError as err:
         raise OutputError(f"output.path {loc.uri}: cannot write ({err}){hint}") from None
     return loc
@@ -171,14 +171,14 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _write_json(target: Location, value: Any) -> None:
+def write_json(target: Location, value: Any) -> None:
     with target.filesystem.open_output_stream(target.fs_path) as f:
         f.write(json.dumps(value, indent=2).encode() + b"\n")
 
 
 def mark_done(loc: Location, stats: ShardStats) -> None:
     """done/<shard prefix>.json: the shard is complete; its figures, for a resume's stats and summary."""
-    _write_json(loc.child(DONE_DIR, f"{shard_prefix(stats.shard)}.json"), asdict(stats))
+    write_json(loc.child(DONE_DIR, f"{shard_prefix(stats.shard)}.json"), asdict(stats))
 
 
 def load_done(loc: Location, shards: dict[str, int]) -> dict[str, ShardStats]:
@@ -221,21 +221,4 @@ def write_shard_stats(loc: Location, table: pa.Table) -> str:
     """stats/shards.parquet; returns its URI."""
     target = loc.child(SHARDS_FILE)
     _write_parquet(loc.filesystem, target.fs_path, table, not loc.is_s3)
-    return target.uri
-
-
-def read_summary(loc: Location) -> dict[str, Any] | None:
-    """An earlier run's summary.json (a resume adds to its totals), or None."""
-    target = loc.child(SUMMARY_FILE)
-    try:
-        with target.filesystem.open_input_stream(target.fs_path) as f:
-            return json.loads(f.read())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def write_summary(loc: Location, summary: dict[str, Any]) -> str:
-    """summary.json; returns its URI."""
-    target = loc.child(SUMMARY_FILE)
-    _write_json(target, summary)
     return target.uri

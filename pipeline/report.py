@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.compare import ALL
 from pipeline.storage import Location
+from workers.metrics import histogram_mean
 
 MAX_BARS = 40  # shards drawn in the per-shard plot (all of them stay in shards.parquet)
 MAX_TABLE_SHARDS = 50  # shards listed in the report's table
@@ -73,7 +74,7 @@ def plot_acceptance(histogram: list[int]) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 4))
     lengths = list(range(1, len(histogram) + 1))
     ax.bar(lengths, [100.0 * n / total if total else 0.0 for n in histogram], color=_COLORS["orthrus"])
-    mean = sum(i * n for i, n in zip(lengths, histogram)) / total if total else float("nan")
+    mean = histogram_mean(histogram)
     ax.set_xlabel("tokens committed per iteration (acceptance length)")
     ax.set_ylabel("% of iterations")
     ax.set_title(f"Orthrus acceptance lengths: {total:,} iterations, mean {_fmt(mean)}")

@@ -6,50 +6,46 @@ O(shards) numbers, never the rows. Every figure is a sum of per-row figures (or 
 such sums, or a min/max of batch times), so `stats/shards.parquet` equals what summing
 `outputs/` gives.
 
-Vocabulary (see workers/rows.py for the per-row columns):
+Vocabulary (workers/schema.py for the per-row columns, workers/metrics.py for each formula):
   forward_passes     diffusion passes + verify passes (iterations). Prefill is counted as the
                      engine counts it: the forward that yields a row's first token is one of its
                      iterations (AR mode: iterations == completion tokens).
   tokens_per_forward completion_tokens / forward_passes
   mean_acceptance_length  committed tokens per verify iteration = completion_tokens / iterations
                      (= 1 + accepted/iterations; 1.0 in AR mode)
+  mean_block_size    mean K of the Orthrus iterations = 1 + drafted_tokens / diffusion_passes
+  ar_share           share of iterations that drafted nothing (K = 1)
   wall_seconds       last batch end - first batch start over the shard's batches (batches of
                      different shards overlap when several actors run, so these do not add up
                      to the job's wall time)
   engine_seconds     sum of the rows' shares of `generate` time (split by forward passes)
   tokens_per_s       completion_tokens / engine_seconds
+
+Besides the sums, each partial carries the `_batch` cell of its latest row (the engine's state as
+that batch ended: rows running and waiting, KV pages, GPU memory, why K was chosen); the driver
+keeps the latest per actor (`StatsAccumulator.engine_state`) for progress lines and the summary.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Iterable
 
 import pyarrow as pa
 
-_SUMS = ("rows", "errors", "prompt_tokens", "completion_tokens", "iterations", "diffusion_passes",
-         "forward_passes", "drafted_tokens", "accepted_tokens")
+from pipeline.engine_state import EngineState
+from workers import metrics
+from workers.metrics import add_histograms, ratio
+from workers.schema import BATCH, ENGINE, FINISHED_AT, ROW_SUMS, STARTED_AT
+
+_SUMS = ("rows", "errors", *ROW_SUMS.values())
 PARTIAL_SCHEMA = pa.schema(
     [("shard", pa.string())]
     + [(name, pa.int64()) for name in _SUMS]
     + [("acceptance_histogram", pa.list_(pa.int64())), ("engine_seconds", pa.float64()),
        ("started_at", pa.float64()), ("finished_at", pa.float64()), ("files", pa.int64()),
-       ("engine", pa.string())]
+       ("engine", pa.string()), ("batch", pa.string())]
 )
-# row column -> partial column, for the plain sums
-_ROW_SUMS = {"num_prompt_tokens": "prompt_tokens", "num_completion_tokens": "completion_tokens",
-             "iterations": "iterations", "diffusion_passes": "diffusion_passes",
-             "forward_passes": "forward_passes", "drafted_tokens": "drafted_tokens",
-             "accepted_tokens": "accepted_tokens"}
-
-
-def add_histograms(a: list[int], b: Iterable[int]) -> list[int]:
-    """Elementwise sum of two acceptance histograms of any lengths."""
-    b = list(b)
-    out = list(a) + [0] * max(0, len(b) - len(a))
-    for i, n in enumerate(b):
-        out[i] += n
-    return out
 
 
 def partial_stats(batch: pa.Table, files: dict[str, int]) -> pa.Table:
@@ -62,47 +58,42 @@ def partial_stats(batch: pa.Table, files: dict[str, int]) -> pa.Table:
         A PARTIAL_SCHEMA table.
     """
     cols = {name: batch.column(name).to_pylist() for name in
-            ("shard", "error", "acceptance_histogram", "engine_seconds", "_engine", "_started_at",
-             "_finished_at", *_ROW_SUMS)}
+            ("shard", "error", "acceptance_histogram", "engine_seconds", ENGINE, STARTED_AT, FINISHED_AT, BATCH,
+             *ROW_SUMS)}
     parts: dict[str, dict[str, Any]] = {}
     for i, shard in enumerate(cols["shard"]):
         p = parts.get(shard)
         if p is None:
             p = parts[shard] = {name: 0 for name in _SUMS}
-            p.update(shard=shard, acceptance_histogram=[], engine_seconds=0.0, started_at=cols["_started_at"][i],
-                     finished_at=cols["_finished_at"][i], files=files.get(shard, 0), engine=cols["_engine"][i])
+            p.update(shard=shard, acceptance_histogram=[], engine_seconds=0.0, started_at=cols[STARTED_AT][i],
+                     finished_at=cols[FINISHED_AT][i], files=files.get(shard, 0), engine=cols[ENGINE][i],
+                     batch=cols[BATCH][i])
         p["rows"] += 1
+        if cols[FINISHED_AT][i] > p["finished_at"]:
+            p["batch"] = cols[BATCH][i]  # the engine's state as the latest of these rows ended
         if cols["error"][i] is not None:
             p["errors"] += 1
             continue
-        for row_col, part_col in _ROW_SUMS.items():
+        for row_col, part_col in ROW_SUMS.items():
             p[part_col] += cols[row_col][i]
         p["acceptance_histogram"] = add_histograms(p["acceptance_histogram"], cols["acceptance_histogram"][i])
         p["engine_seconds"] += cols["engine_seconds"][i]
-        p["started_at"] = min(p["started_at"], cols["_started_at"][i])
-        p["finished_at"] = max(p["finished_at"], cols["_finished_at"][i])
+        p["started_at"] = min(p["started_at"], cols[STARTED_AT][i])
+        p["finished_at"] = max(p["finished_at"], cols[FINISHED_AT][i])
     return pa.Table.from_pylist(list(parts.values()), schema=PARTIAL_SCHEMA)
 
 
-def _ratio(num: float, den: float) -> float:
-    return num / den if den else 0.0
+# One keyword field per summed figure (rows, errors and workers/schema.ROW_SUMS): a count added to
+# the row contract is counted, written to done/ markers and summed without another edit here.
+_Counts = make_dataclass("_Counts", [(name, int, field(default=0, kw_only=True)) for name in _SUMS])
 
 
 @dataclass
-class ShardStats:
-    """Running figures for one input shard."""
+class ShardStats(_Counts):
+    """Running figures for one input shard: the counts (`_SUMS`, keyword arguments) and these."""
 
     shard: str
     input_rows: int
-    rows: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    iterations: int = 0
-    diffusion_passes: int = 0
-    forward_passes: int = 0
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
     acceptance_histogram: list[int] = field(default_factory=list)
     engine_seconds: float = 0.0
     started_at: float | None = None
@@ -129,11 +120,11 @@ class ShardStats:
         return {
             "shard": self.shard, "input_rows": self.input_rows,
             **{name: getattr(self, name) for name in _SUMS},
-            "tokens_per_forward": _ratio(self.completion_tokens, self.forward_passes),
-            "mean_acceptance_length": _ratio(self.completion_tokens, self.iterations),
+            "tokens_per_forward": metrics.tokens_per_forward(self.completion_tokens, self.forward_passes),
+            "mean_acceptance_length": metrics.mean_acceptance_length(self.completion_tokens, self.iterations),
             "acceptance_histogram": self.acceptance_histogram,
             "wall_seconds": wall, "engine_seconds": self.engine_seconds,
-            "tokens_per_s": _ratio(self.completion_tokens, self.engine_seconds),
+            "tokens_per_s": ratio(self.completion_tokens, self.engine_seconds),
             "output_files": self.files,
         }
 
@@ -155,6 +146,7 @@ class StatsAccumulator:
         self.engines: dict[str, int] = {}  # `_engine` JSON -> partial rows seen
         self.total = ShardStats("(all)", sum(s.input_rows for s in self.shards.values()))
         self.resumed: set[str] = set()  # shards completed by an earlier run (output.resume)
+        self.latest: dict[str, tuple[float, dict[str, Any]]] = {}  # `_engine` -> (finished_at, latest `_batch`)
 
     def restore(self, done: dict[str, ShardStats]) -> None:
         """Take an earlier run's completed shards as they are: they count in the shard table and as
@@ -178,6 +170,13 @@ class StatsAccumulator:
             stats.add(p)
             self.total.add(p)
             self.engines[p["engine"]] = self.engines.get(p["engine"], 0) + 1
+            seen = self.latest.get(p["engine"])
+            if p.get("batch") and (seen is None or p["finished_at"] >= seen[0]):
+                self.latest[p["engine"]] = (p["finished_at"], json.loads(p["batch"]))
+
+    def engine_state(self) -> EngineState:
+        """The engines' state as each actor's latest batch ended, summed (pipeline/engine_state.py)."""
+        return EngineState.combine([facts for _, facts in sorted(self.latest.values(), key=lambda x: x[0])])
 
     @property
     def shards_done(self) -> int:
@@ -234,9 +233,11 @@ class StatsAccumulator:
             t.pop(key)
         t.update(shards=len(self.shards), shards_complete=self.shards_done, output_files=stats.files,
                  job_seconds=job_seconds, engine_tokens_per_s=t["tokens_per_s"],
-                 tokens_per_s=_ratio(stats.completion_tokens, job_seconds),
-                 rows_per_s=_ratio(stats.rows, job_seconds), steady_seconds=steady_seconds,
-                 steady_tokens_per_s=_ratio(stats.completion_tokens, steady_seconds))
+                 tokens_per_s=ratio(stats.completion_tokens, job_seconds),
+                 rows_per_s=ratio(stats.rows, job_seconds), steady_seconds=steady_seconds,
+                 steady_tokens_per_s=ratio(stats.completion_tokens, steady_seconds),
+                 mean_block_size=metrics.mean_block_size(stats.drafted_tokens, stats.diffusion_passes),
+                 ar_share=metrics.ar_share(stats.iterations, stats.diffusion_passes))
         return t
 
 

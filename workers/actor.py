@@ -2,7 +2,7 @@
 
 Ray builds one per actor in the pool (`map_batches(GenerateActor, compute=ActorPoolStrategy)`):
 `__init__` pays for the heavy imports and the model load once; each `__call__` is one batch of
-rows (split in halves when it runs out of memory: workers/rows.py). Ray calls it from several
+rows (workers/batch.py: parse, generate, split in halves when it runs out of memory, build rows). Ray calls it from several
 threads at once (pipeline/job.py: `max_concurrent_calls_per_actor`), and every call feeds the same
 engine through an EngineLoop, so the next batch's rows join the running batch as slots free up.
 torch is imported here only, never in the driver.
@@ -14,20 +14,9 @@ import threading
 
 import pyarrow as pa
 
-from workers.hub import is_hub_id
-from workers.rows import OOM_ERRORS, engine_info_json, process_batch
+from workers.batch import OOM_ERRORS, engine_info_json, process_batch
+from workers.model_source import resolve
 from workers.spec import WorkerSpec
-
-
-def resolve_model_dir(path: str) -> str:
-    """A local checkpoint folder for `path`: the folder itself, or a hub snapshot in the HF cache."""
-    if os.path.isdir(path):
-        return os.path.abspath(path)
-    if not is_hub_id(path):
-        raise FileNotFoundError(f"model.path {path!r} is not a checkpoint folder nor a hub id (org/name)")
-    from workers.loader import resolve
-
-    return str(resolve(path))
 
 
 class GenerateActor:
@@ -48,17 +37,15 @@ class GenerateActor:
         self.oom_errors = OOM_ERRORS + (torch.cuda.OutOfMemoryError,)
         self.on_oom = torch.cuda.empty_cache if device == "cuda" else None
         dtype = spec.dtype if spec.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-        model_dir = resolve_model_dir(spec.model_path)
-        from workers.draft_length import PassCosts
+        model_dir = os.path.abspath(resolve(spec.model_path))
         from workers.engine_loop import EngineLoop
 
-        self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype,
-                                             max_batch_size=spec.max_batch_size, max_model_len=spec.max_model_len,
-                                             cuda_graphs=spec.cuda_graphs, **spec.engine_kwargs())
-        costs_info = self._pass_costs(spec.pass_costs if spec.mode == "orthrus" else "off")
+        e = spec.engine
+        self.engine = Engine.from_pretrained(model_dir, device=device, dtype=dtype, **e.engine_kwargs())
+        costs_info = self._pass_costs(e.pass_costs if e.mode == "orthrus" else "off")
         self.loop = EngineLoop(self.engine)
         cfg = self.engine.config
-        if spec.mode == "orthrus" and not cfg.is_orthrus:
+        if e.mode == "orthrus" and not cfg.is_orthrus:
             raise ValueError(f"model {spec.model_path!r} is a plain Qwen3 checkpoint (no Orthrus heads); "
                              f"set engine.mode=ar")
         self.tokenizer = LockedTokenizer(AutoTokenizer.from_pretrained(str(self.engine.model_dir)))
@@ -70,7 +57,7 @@ class GenerateActor:
             dtype=dtype,
             model_dir=str(self.engine.model_dir),
             is_orthrus=bool(cfg.is_orthrus),
-            block_size=spec.block_size or getattr(cfg, "block_size", None),
+            block_size=e.block_size or getattr(cfg, "block_size", None),
             max_model_len=int(self.engine.max_model_len),
             cuda_graphs=bool(getattr(self.engine, "cuda_graphs", False)),
             torch=torch.__version__,
@@ -110,8 +97,7 @@ class GenerateActor:
                              self.batch_facts)
 
     def __repr__(self) -> str:  # shown in Ray's actor names and errors
-        return f"GenerateActor({self.spec.model_path!r}, mode={self.spec.mode})"
-
+        return f"GenerateActor({self.spec.model_path!r}, mode={self.spec.engine.mode})"
 
 
 class LockedTokenizer:

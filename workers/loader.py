@@ -12,25 +12,10 @@ import torch
 from safetensors import safe_open
 
 from workers.config import CheckpointError, ModelConfig
-from workers.hub import HUB_FILES, is_hub_id
 from workers.model import Qwen3Orthrus
+from workers.model_source import resolve  # local folder or hub id: the one rule (workers/model_source.py)
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-
-
-def resolve(path_or_id: str | Path) -> Path:
-    """A local folder as is; otherwise a Hugging Face hub id, fetched (safetensors only) to the cache."""
-    p = Path(path_or_id).expanduser()
-    if p.is_dir():
-        return p
-    if not is_hub_id(str(path_or_id)):
-        raise CheckpointError(f"{path_or_id}: not a checkpoint folder (and not a hub id of the form 'org/name')")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(path_or_id), allow_patterns=HUB_FILES))
-    except Exception as e:  # offline, unknown repo, auth: say which and why
-        raise CheckpointError(f"{path_or_id}: could not fetch from the Hugging Face hub: {e}") from e
 
 
 def tensor_files(folder: Path) -> dict[str, Path]:

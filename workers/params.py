@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workers.metrics import mean_acceptance_length
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -69,8 +71,8 @@ class RequestStats:
 
     @property
     def mean_acceptance_length(self) -> float:
-        """Committed tokens per iteration (vLLM's 1 + accepted/drafts-steps)."""
-        return (self.accepted_tokens + self.iterations) / self.iterations if self.iterations else 0.0
+        """Committed tokens per iteration (workers/metrics.py; committed = accepted + iterations)."""
+        return mean_acceptance_length(self.accepted_tokens + self.iterations, self.iterations)
 
 
 @dataclass

@@ -26,6 +26,16 @@ def write_job(path: Path, tiny_model: Path, inputs: str, out: str, **sections) -
     return path
 
 
+def keyed_shards(write_shards: Callable[..., Path], shards: int, rows: int = 4) -> tuple[list[str], Path]:
+    """`shards` input files s0.parquet... of `rows` rows each, keyed `s<shard>-<row>` with prompts `p <key>`;
+    returns (every key, the input folder)."""
+    keys = [f"s{s}-{i}" for s in range(shards) for i in range(rows)]
+    part = lambda s: keys[rows * s:rows * (s + 1)]  # noqa: E731
+    inputs = write_shards({f"s{s}.parquet": {"key": part(s), "prompt": [f"p {k}" for k in part(s)]}
+                           for s in range(shards)})
+    return keys, inputs
+
+
 def start(job: Path, *overrides: str, env: dict[str, str] | None = None, log: Path) -> subprocess.Popen:
     """Start the CLI in a new process group (so a test can SIGKILL the driver and its Ray at once)."""
     args = [sys.executable, "-m", "jobs.cli", "run", str(job)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cli_run import ROOT, write_job
+from cli_run import ROOT, keyed_shards, write_job
 from jobs.cli import main
 from pipeline.lease import LEASE_FILE
 
@@ -41,10 +41,7 @@ def session_pids(leader: int) -> list[int]:
 @pytest.mark.timeout(240)
 def test_ctrl_c_exits_130_resumable_with_the_command_and_no_ray_noise(ray_session, tiny_model, write_shards,
                                                                       tmp_path, capsys):
-    keys = [f"s{s}-{i}" for s in range(6) for i in range(4)]
-    inputs = write_shards({f"s{s}.parquet": {"key": keys[4 * s:4 * s + 4], "prompt": [f"p {k}" for k in
-                                                                                      keys[4 * s:4 * s + 4]]}
-                           for s in range(6)})
+    keys, inputs = keyed_shards(write_shards, 6)
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", tiny_model, str(inputs), str(out), sampling={"max_new_tokens": 32})
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline import run_job
 from pipeline.stats import SHARDS_SCHEMA
-from workers.rows import OUTPUT_SCHEMA
+from workers.schema import OUTPUT_SCHEMA
 
 SUMMED = {"num_prompt_tokens": "prompt_tokens", "num_completion_tokens": "completion_tokens",
           "iterations": "iterations", "diffusion_passes": "diffusion_passes", "forward_passes": "forward_passes",
@@ -124,7 +124,13 @@ def test_orthrus_job_matches_the_bare_engine(ray_session, tiny_model, tokenizer,
     final = [line for line in lines if "rows 8/8" in line]
     assert len(final) == 1 and final[0] == lines[-2], lines
     assert re.fullmatch(r"\[\d+s\] rows 8/8 \(100\.0%\) \| errors 3 \| shards 3/3 \| [\d,]+\.\d tok/s \| "
-                        rf"acceptance {acceptance:.2f} tok/iter", final[0]), final[0]
+                        rf"acceptance {acceptance:.2f} tok/iter \| K 8\.00 \(AR 0%\) \| kv \d+% of [\d,]+ pages",
+                        final[0]), final[0]
+    # K in use and the KV pool as the last batch ended (issue 15); no GPU memory on CPU
+    assert summary["totals"]["mean_block_size"] == 8.0 and summary["totals"]["ar_share"] == 0.0
+    state = summary["engine_state"]
+    assert state["actors"] == 1 and state["kv_pages"] > 0 and state["gpu_memory_total"] is None
+    assert state["k_choice"] and any(line == f"  K choice: {state['k_choice']}" for line in lines)
     assert lines[-1].startswith("job 't' done in ") and f"outputs    {out}/outputs" in lines[-1]
 
 
@@ -171,7 +177,8 @@ def test_ten_thousand_rows_each_exactly_once(ray_session, tiny_model, write_shar
 
 
 def test_driver_never_imports_torch():
-    code = ("import sys, pipeline.job, pipeline.stats, jobs.cli, workers.actor, workers.rows; "
+    code = ("import sys, pipeline.job, pipeline.stats, pipeline.summary, pipeline.progress, jobs.cli, workers.actor, "
+            "workers.batch, workers.input_rows, workers.schema, workers.metrics, workers.model_source; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr

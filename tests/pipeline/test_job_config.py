@@ -140,3 +140,21 @@ def test_readme_documents_every_key():
                 assert f"| `{prefix}{name}` |" in readme, f"README lacks {prefix}{name}"
 
     walk(JobConfig)
+
+
+def test_worker_spec_nests_the_engine_and_sampling_sections():
+    """Each engine/sampling key reaches the actor under the same name; the defaults agree on both sides."""
+    from pipeline.job import worker_spec
+    from workers.params import SamplingParams
+    from workers.spec import EngineSettings, WorkerSpec
+
+    cfg = build_config({**MINIMAL, "engine": {"mode": "ar", "max_batch_size": 8, "kv_cache_tokens": 4096},
+                        "sampling": {"temperature": 0.7, "seed": 5}, "prompt": {"too_long": "truncate"},
+                        "input": {**MINIMAL["input"], "sampling_columns": {"top_p": "p"}}})
+    spec = worker_spec(cfg, s3_input=True)
+    assert spec.engine == EngineSettings(mode="ar", max_batch_size=8, kv_cache_tokens=4096)
+    assert spec.sampling == SamplingParams(temperature=0.7, seed=5)
+    assert (spec.too_long, spec.chat_template, spec.sampling_columns, spec.s3_input) == (
+        "truncate", True, (("top_p", "p"),), True)
+    defaults = worker_spec(build_config(MINIMAL), s3_input=False)
+    assert defaults.engine == EngineSettings() and defaults.sampling == WorkerSpec("m").sampling

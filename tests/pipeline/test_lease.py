@@ -10,7 +10,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from cli_run import finish, start, wait_until, write_job
+from cli_run import finish, keyed_shards, start, wait_until, write_job
 from jobs.cli import main
 from s3server import BUCKET
 from pipeline import lease as lease_mod
@@ -145,10 +145,7 @@ def test_s3_lease(s3_env, monkeypatch):
 @pytest.mark.timeout(180)
 def test_two_jobs_into_one_folder_one_is_refused_the_other_writes_every_row_once(tiny_model, write_shards, tmp_path,
                                                                                   capsys):
-    keys = [f"s{s}-{i}" for s in range(4) for i in range(4)]
-    inputs = write_shards({f"s{s}.parquet": {"key": keys[4 * s:4 * s + 4], "prompt": [f"p {k}" for k in
-                                                                                      keys[4 * s:4 * s + 4]]}
-                           for s in range(4)})
+    keys, inputs = keyed_shards(write_shards, 4)
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", tiny_model, str(inputs), str(out), sampling={"max_new_tokens": 16})
     proc = start(job, log=tmp_path / "first.txt")

@@ -11,7 +11,7 @@ import warnings
 import pyarrow.parquet as pq
 import pytest
 
-from cli_run import finish, kill, start, wait_until, write_job
+from cli_run import finish, keyed_shards, kill, start, wait_until, write_job
 from pipeline.config import build_config, resume_key
 from pipeline.outputs import OutputError, drop_partial, load_done, mark_done, prepare_output, shard_prefix
 from pipeline.stats import ShardStats
@@ -59,10 +59,7 @@ def test_a_local_output_path_that_is_a_file_is_named_without_an_aws_hint(tmp_pat
 
 @pytest.mark.timeout(150)
 def test_driver_killed_mid_run_then_resumed(tiny_model, write_shards, tmp_path):
-    keys = [f"s{s}-{i}" for s in range(6) for i in range(4)]
-    inputs = write_shards({f"s{s}.parquet": {"key": keys[4 * s:4 * s + 4], "prompt": [f"p {k}" for k in
-                                                                                      keys[4 * s:4 * s + 4]]}
-                           for s in range(6)})
+    keys, inputs = keyed_shards(write_shards, 6)
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", tiny_model, str(inputs), str(out), sampling={"max_new_tokens": 32})
     proc = start(job, log=tmp_path / "run1.txt")

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.outputs import OutputError, commit_batch, prepare_output, shard_prefix
-from pipeline.stats import StatsAccumulator, add_histograms
-from workers.rows import BATCH_SCHEMA, OUTPUT_SCHEMA
+from pipeline.stats import StatsAccumulator
+from workers.schema import BATCH_SCHEMA, OUTPUT_SCHEMA
 
 ENGINE = json.dumps({"device": "cpu", "pid": 1})
 
@@ -25,11 +25,6 @@ def row(shard, rh, error=None, prompt=4, completion=5, iterations=3, hist=(1, 2)
             "mean_acceptance_length": completion / iterations if ok else None,
             "acceptance_histogram": list(hist) if ok else None, "engine_seconds": engine_s if ok else None,
             "_row_hash": rh, "_engine": ENGINE, "_started_at": t0, "_finished_at": t1}
-
-
-def test_histograms_add_elementwise():
-    assert add_histograms([1, 2], [0, 1, 5]) == [1, 3, 5]
-    assert add_histograms([], []) == []
 
 
 def test_partials_fold_into_shard_figures(tmp_path):

@@ -7,13 +7,13 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from workers.actor import GenerateActor, resolve_model_dir
-from workers.rows import BATCH_SCHEMA
-from workers.spec import WorkerSpec
+from fake_engine import make_spec  # tests/workers is on sys.path (rootdir-relative imports)
+from workers.actor import GenerateActor
+from workers.schema import BATCH_SCHEMA
 
 
 def test_actor_generates_a_batch(tiny_model):
-    actor = GenerateActor(WorkerSpec(model_path=str(tiny_model), max_new_tokens=3, max_model_len=128))
+    actor = GenerateActor(make_spec(str(tiny_model), max_new_tokens=3, max_model_len=128))
     table = pa.table({"prompt": ["hi", None], "path": ["/d/a.parquet"] * 2, "row_hash": pa.array([1, 2], pa.uint64())})
     out = actor(table)
     assert out.schema == BATCH_SCHEMA
@@ -30,8 +30,8 @@ def test_orthrus_mode_needs_an_orthrus_checkpoint(tmp_path):
 
     plain = write_tiny_checkpoint(tmp_path / "plain", orthrus=False)
     with pytest.raises(ValueError, match=r"is a plain Qwen3 checkpoint \(no Orthrus heads\); set engine.mode=ar"):
-        GenerateActor(WorkerSpec(model_path=str(plain)))
-    GenerateActor(WorkerSpec(model_path=str(plain), mode="ar"))
+        GenerateActor(make_spec(str(plain)))
+    GenerateActor(make_spec(str(plain), mode="ar"))
 
 
 def test_chat_template_needs_one(tiny_model, tmp_path):
@@ -39,14 +39,8 @@ def test_chat_template_needs_one(tiny_model, tmp_path):
     shutil.copytree(tiny_model, bare)
     (bare / "chat_template.jinja").unlink()
     with pytest.raises(ValueError, match=r"has no chat template; set prompt.chat_template=false"):
-        GenerateActor(WorkerSpec(model_path=str(bare)))
-    GenerateActor(WorkerSpec(model_path=str(bare), chat_template=False))
-
-
-def test_resolve_model_dir(tiny_model, tmp_path):
-    assert resolve_model_dir(str(tiny_model)) == str(tiny_model)
-    with pytest.raises(FileNotFoundError, match=r"model.path '/nope' is not a checkpoint folder nor a hub id"):
-        resolve_model_dir("/nope")
+        GenerateActor(make_spec(str(bare)))
+    GenerateActor(make_spec(str(bare), chat_template=False))
 
 
 def test_checkpoint_code_is_never_run(tiny_model, tmp_path):
@@ -63,22 +57,8 @@ def test_checkpoint_code_is_never_run(tiny_model, tmp_path):
         cfg = json.loads((ckpt / name).read_text())
         cfg["auto_map"] = auto_map
         (ckpt / name).write_text(json.dumps(cfg))
-    actor = GenerateActor(WorkerSpec(model_path=str(ckpt), max_new_tokens=2))
+    actor = GenerateActor(make_spec(str(ckpt), max_new_tokens=2))
     assert type(actor.tokenizer).__name__ != "EvilTokenizer" and not marker.exists()
-
-
-def test_hub_downloads_are_weights_configs_and_tokenizers_only():
-    from fnmatch import fnmatch
-
-    from workers.hub import HUB_FILES
-
-    def fetched(name):
-        return any(fnmatch(name, p) for p in HUB_FILES)
-
-    assert all(fetched(n) for n in ("config.json", "model-00001-of-00002.safetensors", "tokenizer.json",
-                                    "chat_template.jinja", "merges.txt"))
-    assert not any(fetched(n) for n in ("modeling_qwen3.py", "pytorch_model.bin", "model.pt", "weights.pkl",
-                                        "tokenization_x.py"))
 
 
 def test_pass_costs_let_the_engine_choose_the_block_size(tiny_model, tmp_path):
@@ -87,7 +67,7 @@ def test_pass_costs_let_the_engine_choose_the_block_size(tiny_model, tmp_path):
     costs = tmp_path / "costs.json"
     costs.write_text(json.dumps({"pass_costs": [{"batch": 1, "block_size": 1, "ms_per_iteration": 1.0},
                                                 {"batch": 1, "block_size": 8, "ms_per_iteration": 50.0}]}))
-    actor = GenerateActor(WorkerSpec(model_path=str(tiny_model), max_new_tokens=3, max_model_len=128,
+    actor = GenerateActor(make_spec(str(tiny_model), max_new_tokens=3, max_model_len=128,
                                      pass_costs=str(costs)))
     assert actor.engine.pass_costs.ms == {(0, 1, 1): 1.0, (0, 1, 8): 50.0}
     actor.engine.tracker.update([1] * 300, K=8)  # 300 iterations, every first draft rejected
@@ -108,7 +88,7 @@ def test_concurrent_batches_feed_one_engine(tiny_model):
     last row finishes (it ends first: shorter rows), and every row gets what it gets alone."""
     import threading
 
-    spec = WorkerSpec(model_path=str(tiny_model), max_new_tokens=60, max_model_len=256, pass_costs="off",
+    spec = make_spec(str(tiny_model), max_new_tokens=60, max_model_len=256, pass_costs="off",
                       sampling_columns=(("max_new_tokens", "n"),))
     actor = GenerateActor(spec)
     long = pa.table({"prompt": ["tell me a long story", "and another"], "n": [120, 120],
@@ -135,7 +115,7 @@ def test_pass_costs_auto_are_measured_once_and_cached(tiny_model, tmp_path, monk
     """engine.pass_costs: auto measures a small grid on this device at actor start, records it in
     the engine facts, and the next actor reads it from the local cache instead."""
     monkeypatch.setenv("ORTHRUS_CACHE", str(tmp_path))
-    spec = WorkerSpec(model_path=str(tiny_model), max_new_tokens=3, max_model_len=1200, max_batch_size=8)
+    spec = make_spec(str(tiny_model), max_new_tokens=3, max_model_len=1200, max_batch_size=8)
     first = json.loads(GenerateActor(spec).info)["pass_costs"]
     assert first["source"] == "measured" and first["seconds"] < 30
     grid = {(r["context"], r["batch"], r["block_size"]) for r in first["rows"]}

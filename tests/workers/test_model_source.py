@@ -1,4 +1,5 @@
-"""model.path is checked before Ray starts: one line naming what is missing (issue 13)."""
+"""The model source: model.path checked before Ray starts (one line naming what is missing, issue 13),
+resolved to a folder, and only weights, configs and tokenizers fetched from the hub."""
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model_path import check_model_path
+from pipeline.job import check_model_path
 from pipeline.shards import InputError
-from workers.hub import is_hub_id
+from workers.model_source import is_diff_tensor, is_hub_id, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,3 +73,30 @@ def test_an_unfetchable_hub_id_is_one_line_before_ray(tmp_path, write_shards):
                            "local Hugging Face cache); check the network, HF_HUB_OFFLINE and HF_TOKEN, or give a "
                            "local checkpoint folder\n")
     assert time.monotonic() - t0 < 30 and not (tmp_path / "out").exists()
+
+
+def test_resolve_a_folder_or_refuse(tiny_model):
+    assert str(resolve(str(tiny_model))) == str(tiny_model)
+    with pytest.raises(FileNotFoundError, match=r"model.path '/nope' is not a checkpoint folder nor a hub id"):
+        resolve("/nope")
+
+
+def test_hub_downloads_are_weights_configs_and_tokenizers_only():
+    from fnmatch import fnmatch
+
+    from workers.model_source import HUB_FILES
+
+    def fetched(name):
+        return any(fnmatch(name, p) for p in HUB_FILES)
+
+    assert all(fetched(n) for n in ("config.json", "model-00001-of-00002.safetensors", "tokenizer.json",
+                                    "chat_template.jinja", "merges.txt"))
+    assert not any(fetched(n) for n in ("modeling_qwen3.py", "pytorch_model.bin", "model.pt", "weights.pkl",
+                                        "tokenization_x.py"))
+
+
+def test_diff_tensors_by_whole_module_name():
+    assert is_diff_tensor("model.layers.0.self_attn.q_proj_diff.weight")
+    assert is_diff_tensor("model.layers.3.self_attn.k_norm_diff.weight")
+    assert not is_diff_tensor("model.layers.0.self_attn.q_proj.weight")  # a substring of q_proj_diff
+    assert not is_diff_tensor("model.layers.0.self_attn.q_proj_diff") and not is_diff_tensor("lm_head.weight")
