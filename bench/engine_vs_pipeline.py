@@ -46,14 +46,16 @@ def bare(args: argparse.Namespace, path: Path) -> dict:
 
     from workers.engine import Engine
     from workers.input_rows import parse_rows, tokenize
-    from workers.spec import WorkerSpec
+    from workers.params import SamplingParams
+    from workers.spec import EngineSettings, WorkerSpec
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
     engine = Engine.from_pretrained(args.model, device=device, dtype=dtype, max_batch_size=args.max_batch_size,
                                     max_model_len=args.max_model_len)
     tok = AutoTokenizer.from_pretrained(str(engine.model_dir))
-    spec = WorkerSpec(model_path=args.model, mode=args.mode, max_new_tokens=args.max_new_tokens,
+    spec = WorkerSpec(model_path=args.model, engine=EngineSettings(mode=args.mode),
+                      sampling=SamplingParams(max_new_tokens=args.max_new_tokens, seed=0),
                       chat_template=args.chat_template, id_column="id")
     table = pq.read_table(path)
     table = table.append_column("path", pa.array([str(path)] * table.num_rows)).append_column(
