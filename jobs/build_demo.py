@@ -6,6 +6,12 @@ One H200 takes about 7 minutes for that (README "Demo model"); the stages and wh
 <out>/build.json records are described in workers/training/demo_build.py. On a machine with other
 packages installed the corpus, and so the model, differ; on the same machine image the selection
 is the same (sorted, seeded). Measure the result with jobs/eval_demo.py.
+
+New heads for the shipped model (base and tokenizer kept; workers/training/demo_heads.py), data
+once, then one or more recipes side by side on one GPU:
+
+    python -m jobs.build_demo --heads-only demo/model --stage prep --prep /tmp/prep.pt --distill-s 80
+    python -m jobs.build_demo --heads-only demo/model --stage train --prep /tmp/prep.pt --out /tmp/a --heads-s 240
 """
 from __future__ import annotations
 
@@ -59,12 +65,33 @@ def parse_args(argv: list[str] | None):
     a("--export-tokens", type=int, default=4_000_000, help="tokens of the stream saved to <work>/train_sample.npy")
     a("--code-prompts", type=int, default=300, help="code-prefix prompts in prompts.parquet")
     a("--chat-prompts", type=int, default=40, help="chat prompts in prompts.parquet")
+    h = ap.add_argument_group("new heads for an existing checkpoint (--heads-only)")
+    h.add_argument("--heads-only", metavar="MODEL", help="keep this checkpoint's base and tokenizer; train heads only")
+    h.add_argument("--stage", choices=("prep", "train"), default="train",
+                   help="prep: corpus, self-distilled rows and validation prompts to --prep; train: heads from --prep")
+    h.add_argument("--prep", default="/tmp/orthrus-demo-prep.pt", help="the prep stage's file")
+    h.add_argument("--distill-s", type=float, default=None, help="time budget of self-distillation (none = all rows)")
+    h.add_argument("--init", choices=("ar", "checkpoint"), default="checkpoint",
+                   help="continue the checkpoint's heads, or start from copies of the AR twins")
+    h.add_argument("--index-decay", type=float, default=1.0, help="weigh the KL at block index i by this**i")
+    h.add_argument("--prompts", default="demo/prompts.parquet", help="evaluation prompts whose files validation avoids")
+    h.add_argument("--val-prompts", default="/tmp/orthrus-demo-val.parquet", help="where prep writes validation prompts")
+    h.add_argument("--val-code", type=int, default=160, help="code prompts in the validation set")
+    h.add_argument("--val-chat", type=int, default=32, help="chat prompts in the validation set")
+    h.add_argument("--no-check-split", dest="check_split", action="store_false",
+                   help="do not require the held-out packages of the checkpoint's build.json")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    build(args, log=lambda msg: print(msg, flush=True))
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    if args.heads_only:
+        from workers.training import demo_heads
+
+        (demo_heads.prepare if args.stage == "prep" else demo_heads.train)(args, log)
+    else:
+        build(args, log)
     return 0
 
 

@@ -197,14 +197,18 @@ def test_sharded_checkpoint_files_stay_under_the_limit(tmp_path, monkeypatch):
 
 
 def test_inference_path_never_imports_training():
-    """The engine, model, loader, actor and rows modules load without workers.training (issue 14)."""
+    """Every inference module of workers/ (all but training/ and the tiny test fixture) loads without
+    workers.training (issue 14): fails if the engine, model, loader, actor ... import training code."""
     import subprocess
     import sys
 
-    code = ("import sys, importlib\n"
-            "for m in ('workers.engine', 'workers.model', 'workers.loader', 'workers.attention', 'workers.actor',"
-            " 'workers.rows', 'workers.orthrus', 'workers.kv_cache', 'workers.scheduler', 'workers.sampler'):\n"
-            "    importlib.import_module(m)\n"
+    code = ("import importlib, pkgutil, sys, workers\n"
+            "names = [m.name for m in pkgutil.iter_modules(workers.__path__) if m.name not in ('training', 'tiny')]\n"
+            "assert {'engine', 'model', 'loader', 'actor'} <= set(names), names\n"
+            "for n in names:\n"
+            "    try:\n        importlib.import_module('workers.' + n)\n"
+            "    except ModuleNotFoundError as e:  # a GPU-only dependency (triton) missing on this machine\n"
+            "        if (e.name or '').startswith('workers'):\n            raise\n"
             "bad = sorted(n for n in sys.modules if n.startswith('workers.training'))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))

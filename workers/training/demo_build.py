@@ -60,6 +60,22 @@ def _pack(docs) -> np.ndarray:
     return np.concatenate([np.asarray(ids, dtype=np.uint16) for ids in docs])
 
 
+def read_corpus(args) -> tuple[list[str], list[tuple[str, str]], dict]:
+    """Training texts (a seeded sample of the training files), held-out (relpath, text), and the
+    split's record for build.json; corpus.py says how the split is made."""
+    roots = [Path(r) for r in args.roots] if args.roots else corpus_mod.default_roots()
+    files = corpus_mod.list_files(roots, exclude=(REPO,))
+    split = corpus_mod.split_by_package(files, min_heldout_files=args.min_heldout_files, seed=args.seed)
+    chosen = corpus_mod.sample_files(split.train, args.train_bytes, args.seed)
+    with ThreadPoolExecutor(16) as ex:
+        train_texts = [t for t in ex.map(corpus_mod.read_text, chosen) if t]
+        held_texts = [(f.relpath, t) for f, t in zip(split.heldout, ex.map(corpus_mod.read_text, split.heldout)) if t]
+    record = {"roots": [str(r) for r in roots], "files": len(files), "train_files": len(split.train),
+              "train_files_used": len(train_texts), "train_bytes_used": sum(map(len, train_texts)),
+              "heldout_files": len(split.heldout), "heldout_packages": split.heldout_packages}
+    return train_texts, held_texts, record
+
+
 def build(args, log) -> dict:
     t0 = time.time()
     out = Path(args.out)
@@ -69,18 +85,9 @@ def build(args, log) -> dict:
     summary: dict = {"args": vars(args)}
     stamp = lambda name: summary.setdefault("timings_s", {}).__setitem__(name, round(time.time() - t0, 1))  # noqa: E731
 
-    roots = [Path(r) for r in args.roots] if args.roots else corpus_mod.default_roots()
-    files = corpus_mod.list_files(roots, exclude=(REPO,))
-    split = corpus_mod.split_by_package(files, min_heldout_files=args.min_heldout_files, seed=args.seed)
-    chosen = corpus_mod.sample_files(split.train, args.train_bytes, args.seed)
-    with ThreadPoolExecutor(16) as ex:
-        train_texts = [t for t in ex.map(corpus_mod.read_text, chosen) if t]
-        held_texts = [(f.relpath, t) for f, t in zip(split.heldout, ex.map(corpus_mod.read_text, split.heldout)) if t]
-    summary["corpus"] = {"roots": [str(r) for r in roots], "files": len(files), "train_files": len(split.train),
-                         "train_files_used": len(train_texts), "train_bytes_used": sum(map(len, train_texts)),
-                         "heldout_files": len(split.heldout), "heldout_packages": split.heldout_packages}
+    train_texts, held_texts, summary["corpus"] = read_corpus(args)
     stamp("corpus")
-    log(f"[build] corpus {summary['corpus'] | {'heldout_packages': len(split.heldout_packages)}}")
+    log(f"[build] corpus {summary['corpus'] | {'heldout_packages': len(summary['corpus']['heldout_packages'])}}")
 
     chat = _chat_docs(train_texts[: args.chat_files], args.chat_docs, args.seed, args.cpu_workers)
     tok = train_bpe(train_texts[: args.tokenizer_files] + chat[:2000], vocab_size=args.vocab)
