@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     a("--block-sizes", default="4,8,16,32", help="block sizes K to measure")
     a("--max-new-tokens", type=int, default=128, help="tokens generated per prompt")
     a("--dtype", default="float32", help="float32 (exact match expected) or bfloat16")
-    a("--device", default="cpu", help="cpu or cuda (fp32 on cuda gives the CPU's tokens in this engine)")
+    a("--device", default="cpu", help="cpu or cuda (in fp32 the GPU gave the CPU's tokens on a 16-prompt check, demo/eval.json)")
     a("--batch-size", type=int, default=64, help="engine max_batch_size")
     a("--limit", type=int, default=None, help="first N prompts only (smoke runs)")
     args = ap.parse_args(argv)

@@ -119,6 +119,13 @@ def test_loops_definition():
     assert not loops([7] * 64)  # a run must exceed 64 positions: 63 matches here
     assert loops([7] * 66)
     assert not loops(list(range(100)) + [1, 2] * 20)  # 38 repeating positions: too short
+    from workers.training.loops import empty_rate, is_empty, loop_rate, loop_span_for
+
+    assert loop_span_for(128) == 64 and loop_span_for(32) == 16  # the demo job's 32 tokens: two copies of a unit
+    assert loop_rate([[1, 2] * 16, list(range(32))], span=loop_span_for(32)) == 0.5
+    assert loop_rate([[1, 2] * 16]) == 0.0 and loop_rate([]) == 0.0  # 32 tokens never loop over 64
+    assert is_empty([], [2]) and is_empty([2, 5], [2, 0]) and not is_empty([5, 2], [2])
+    assert empty_rate([[0], [7, 0], [2], [9]], [2, 0]) == 0.5
 
 
 def test_tiny_build_end_to_end(tmp_path):

@@ -48,14 +48,20 @@ def test_tile_blocks_and_mask_layout():
         tile_blocks(row_len=10, block_size=3, offset=0)
 
 
-def test_batched_block_pass_equals_one_block_at_a_time(base_dir):
-    """The masked pass over all blocks gives each block exactly what decoding would: AR keys before
-    the anchor plus its own block, no other block."""
+def _heads_unlike_their_twins(base_dir):
+    """The tiny model with its `*_diff` tensors moved off their AR twins (seeded), so the views differ."""
     model = load_for_heads(base_dir, "cpu")
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "_diff" in name:
                 p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    return model
+
+
+def test_batched_block_pass_equals_one_block_at_a_time(base_dir):
+    """The masked pass over all blocks gives each block exactly what decoding would: AR keys before
+    the anchor plus its own block, no other block."""
+    model = _heads_unlike_their_twins(base_dir)
     tokens = torch.randint(0, 256, (2, 29), generator=torch.Generator().manual_seed(0))
     layout = tile_blocks(29, 5, offset=2)
     ar_kv: list = []
@@ -150,11 +156,7 @@ def test_self_distilled_greedy_rows_are_the_engines_ar_output(base_dir):
 
 def test_index_decay_weighs_early_drafts(base_dir):
     """decay 1 is the plain mean; decay g weighs block index i by g**i, normalised to mean 1."""
-    model = load_for_heads(base_dir, "cpu")
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "_diff" in name:
-                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    model = _heads_unlike_their_twins(base_dir)
     tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(2))
     layout = tile_blocks(24, 4, offset=1)
     with torch.no_grad():
