@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from workers.loader import tensor_files
 from workers.model import Qwen3Orthrus
-from workers.training.heads import is_diff_tensor
+from workers.model_source import is_diff_tensor
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "vocab.json", "merges.txt", "generation_config.json")

@@ -14,17 +14,11 @@ import torch
 
 from workers.loader import load_model
 from workers.model import Qwen3Orthrus
+from workers.model_source import is_diff_tensor  # the one `*_diff` name rule
 from workers.training.diffusion_loss import diffusion_kl_step, tile_blocks
 from workers.training.loop import Schedule, sample_windows, train_loop
 
 DIFF_TWINS = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")  # each X has an X_diff
-
-
-def is_diff_tensor(name: str) -> bool:
-    """Whether a parameter or checkpoint name is one of the `*_diff` tensors: a whole-name match on
-    the module (`...q_proj_diff.weight`), never a substring test."""
-    parts = name.rsplit(".", 2)
-    return len(parts) == 3 and parts[-2].endswith("_diff")
 
 
 def add_diffusion_heads(base: Qwen3Orthrus) -> Qwen3Orthrus:
