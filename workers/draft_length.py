@@ -76,9 +76,18 @@ def expected_committed(accept: list[float], K: int) -> float:
     return total
 
 
-def choose_block_size(costs: PassCosts, batch: int, accept: list[float], context: int | None = None) -> int:
-    """The measured K (1 = AR) with the most committed tokens per ms at this batch size and context."""
-    return max(costs.blocks, key=lambda K: (expected_committed(accept, K) / costs.time(batch, K, context), -K))
+SWITCH_GAIN = 1.1  # a new K must promise 10% more than the one in use: flapping K costs graph captures
+
+
+def choose_block_size(costs: PassCosts, batch: int, accept: list[float], context: int | None = None,
+                      keep: int | None = None) -> int:
+    """The measured K (1 = AR) with the most committed tokens per ms at this batch size and context;
+    `keep` (the K in use) stays unless the best promises SWITCH_GAIN times its rate."""
+    rate = {K: expected_committed(accept, K) / costs.time(batch, K, context) for K in costs.blocks}
+    best = max(costs.blocks, key=lambda K: (rate[K], -K))
+    if keep in rate and rate[best] < SWITCH_GAIN * rate[keep]:
+        return keep
+    return best
 
 
 def explain_choice(costs: PassCosts, batch: int, accept: list[float], context: int | None, device: str) -> str:

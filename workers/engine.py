@@ -40,10 +40,12 @@ MAX_STOP_IDS = 16
 class Engine:
     def __init__(self, model: Qwen3Orthrus, model_dir: Path | str, *, max_batch_size: int = 64,
                  max_model_len: int = 4096, max_block_size: int = 32, prefill_chunk: int = 2048,
+                 prefill_step_tokens: int | None = None,
                  page_size: int = 16, kv_cache_tokens: int | None = None, kv_cache_memory_fraction: float = 0.9,
                  cuda_graphs: bool | None = None, fused_kernels: bool | None = None,
                  pass_costs: PassCosts | None = None, drafter=None) -> None:
-        """Args beyond the model: `max_batch_size` rows decode at once; the KV pool holds
+        """Args beyond the model: `max_batch_size` rows decode at once; prefill packs prompts into
+        forwards of `prefill_chunk` tokens, up to `prefill_step_tokens` a step; the KV pool holds
         `kv_cache_tokens` tokens, or (on CUDA, when None) what `kv_cache_memory_fraction` of the
         GPU leaves after the weights and a warm-up forward; `drafter` replaces the drafts
         (benchmarks only: bench/engine_speed.py)."""
@@ -56,6 +58,9 @@ class Engine:
         self.max_batch_size, self.max_model_len = max_batch_size, max_model_len
         self.max_block_size = max(max_block_size, self.config.block_size or 1)
         self.prefill_chunk, self.pass_costs, self.drafter = prefill_chunk, pass_costs, drafter
+        # prompt tokens a step may prefill (in forwards of prefill_chunk) before it decodes: a backlog of
+        # prompts fills the batch in a few steps instead of decoding small batches between chunks
+        self.prefill_step_tokens = prefill_step_tokens or 8 * prefill_chunk
         on_cuda = self.device.type == "cuda"
         if on_cuda if fused_kernels is None else fused_kernels:
             Ops.use_compiled()
@@ -79,6 +84,7 @@ class Engine:
         self.run_step = GraphedSteps(self.state, self._step, self.kernel is None) if self.cuda_graphs else self._step
         self.finished: list[tuple[int, Result]] = []
         self.last_choice = ""  # why the last iteration's K was chosen (pass-cost rule only)
+        self._last_K: int | None = None
         self._next_id = 0
 
     @classmethod
@@ -116,7 +122,9 @@ class Engine:
         for req in self.scheduler.admit():
             if req.to_prefill == 0:  # a one-token prompt: nothing to prefill
                 self._start_decoding(req)
-        self._prefill_chunk()
+        fed = 0
+        while fed < self.prefill_step_tokens and self.scheduler.prefilling:
+            fed += self._prefill_chunk()
         if self.scheduler.decoding:
             self._iterate()
         done, self.finished = self.finished, []
@@ -172,7 +180,9 @@ class Engine:
             return self.config.block_size
         accept = self.tracker.probabilities()
         self.last_choice = explain_choice(self.pass_costs, batch, accept, context, self.device.type)
-        return choose_block_size(self.pass_costs, batch, accept, context)
+        K = choose_block_size(self.pass_costs, batch, accept, context, keep=self._last_K)
+        self._last_K = K
+        return K
 
     def measure_pass_costs(self, batches, blocks, contexts, repeat: int = 7) -> list[dict]:
         """ms per iteration at each (context, batch, K) on this device (workers/pass_costs.py)."""
@@ -191,8 +201,9 @@ class Engine:
                 "kv_pages": self.cache.pool.capacity, "kv_tokens": self.cache.tokens}
 
     # -- a step's parts -------------------------------------------------------------------------
-    def _prefill_chunk(self) -> None:
-        """Up to `prefill_chunk` prompt tokens of the prefilling rows, packed into one forward."""
+    def _prefill_chunk(self) -> int:
+        """Up to `prefill_chunk` prompt tokens of the prefilling rows, packed into one forward; returns
+        how many were fed."""
         budget, pieces, fed = self.prefill_chunk, [], []
         for req in self.scheduler.prefilling:
             if budget == 0:
@@ -202,7 +213,7 @@ class Engine:
             fed.append((req, n))
             budget -= n
         if not pieces:
-            return
+            return 0
         t0 = time.perf_counter()
         with torch.inference_mode():
             prefill(self.model, self.cache, pieces, self.kernel)
@@ -214,6 +225,7 @@ class Engine:
             req.engine_seconds += share * n
             if req.to_prefill == 0:
                 self._start_decoding(req)
+        return self.prefill_chunk - budget
 
     def _iterate(self) -> None:
         t0 = time.perf_counter()

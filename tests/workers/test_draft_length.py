@@ -64,3 +64,16 @@ def test_engine_picks_block_size_per_batch_from_costs_and_acceptance():
     assert [r.token_ids for r in big[:16]] == [r.token_ids for r in first] == [chain(i, 100) for i in range(16)]
     small = eng.generate([[5]], params)[0]
     assert small.stats.diffusion_passes > 0 and small.token_ids == chain(5, 100)
+
+
+def test_the_k_in_use_stays_unless_another_promises_ten_percent_more():
+    """Flapping between two K of nearly equal promise costs a graph capture per flip (seen on the
+    H200: captures inside the timed call made Orthrus 0.33x AR at batch 16)."""
+    costs = PassCosts({(1, 1): 10.0, (1, 4): 20.0, (1, 8): 21.0})
+    p = [0.8]  # E(4) = 2.952 -> 0.1476/ms; E(8) = 4.16 -> 0.1981/ms; AR 0.1/ms
+    assert choose_block_size(costs, 1, p) == 8
+    assert choose_block_size(costs, 1, p, keep=4) == 8  # 34% better: switch
+    near = [0.62]  # E(4) = 2.243 -> 0.1121/ms; E(8) = 2.574 -> 0.1226/ms: 9% apart
+    assert choose_block_size(costs, 1, near) == 8
+    assert choose_block_size(costs, 1, near, keep=4) == 4
+    assert choose_block_size(costs, 1, [0.1], keep=4) == 1  # AR 0.1 vs E(4)=1.11 -> 0.056: switch

@@ -101,7 +101,7 @@ def test_ar_mode_is_one_verify_pass_per_token():
 def test_prefill_is_packed_in_chunks_while_decoding_goes_on():
     """A long prompt arriving while a row decodes is prefilled `prefill_chunk` tokens per step,
     and the decoding row takes an iteration in every one of those steps (no stall, no padding)."""
-    eng = Engine(CountingModel(), "counting", max_batch_size=3, max_model_len=200, prefill_chunk=7)
+    eng = Engine(CountingModel(), "counting", max_batch_size=3, max_model_len=200, prefill_chunk=7, prefill_step_tokens=7)
     params = SamplingParams(max_new_tokens=30, stop_token_ids=(), block_size=4)
     first = eng.add_request([1, 2, 3], params)
     eng.step()  # prefills 2 tokens and runs the first iteration
