@@ -37,7 +37,7 @@ ALL = "(all)"  # the overall row of the shard table
 # stats/shards.parquet instead (completion only to show the first differences)
 ROW_INPUT_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name not in (
     "prompt", "finish_reason", "diffusion_passes", "forward_passes", "drafted_tokens", "accepted_tokens",
-    "acceptance_histogram")]
+    "acceptance_histogram", "loops")]
 ROWS_COLUMNS = ["id", "shard", "status", "num_prompt_tokens", "ar_completion_tokens", "orthrus_completion_tokens",
                 "first_diff", "ar_token_at_diff", "orthrus_token_at_diff", "ar_engine_seconds",
                 "orthrus_engine_seconds", "speedup", "orthrus_mean_acceptance_length", "ar_worker", "orthrus_worker"]

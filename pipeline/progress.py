@@ -91,7 +91,8 @@ def format_summary(summary: RunSummary) -> str:
         f"job {summary.name!r} done in {_duration(t['job_seconds'])}: mode {summary.mode}, "
         f"model {summary.model['path']}, {summary.actors} actor(s) on {devices}",
         f"  rows       {t['rows']:,} in {t['shards']} shard(s), {t['errors']:,} with errors",
-        f"  tokens     {t['prompt_tokens']:,} prompt, {t['completion_tokens']:,} completion",
+        f"  tokens     {t['prompt_tokens']:,} prompt, {t['completion_tokens']:,} completion; "
+        f"{metrics.ratio(t.get('loops', 0), t['rows'] - t['errors']):.1%} of completions loop",
         f"  speed      {t['tokens_per_s']:,.1f} tok/s overall ({t['rows_per_s']:,.1f} rows/s), "
         f"{t['steady_tokens_per_s']:,.1f} once actors were up; engine {t['engine_tokens_per_s']:,.1f} tok/s",
         f"  decoding   {t['mean_acceptance_length']:.2f} tokens per iteration, {t['tokens_per_forward']:.2f} per "

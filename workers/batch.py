@@ -44,6 +44,7 @@ def _result_cells(row: Row, res: Result, completion: str) -> dict[str, Any]:
         "forward_passes": s.iterations + s.diffusion_passes, "drafted_tokens": s.drafted_tokens,
         "accepted_tokens": s.accepted_tokens, "mean_acceptance_length": s.mean_acceptance_length,
         "acceptance_histogram": metrics.histogram(s.acceptance_lengths), "engine_seconds": s.engine_seconds,
+        "loops": int(metrics.loops(res.token_ids, span=metrics.loop_span_for(row.params.max_new_tokens))),
     }
 
 

@@ -83,3 +83,47 @@ def histogram_shares(hist: Sequence[int]) -> str:
     """`1:20% 2:50% ...`: share of iterations per committed length (lengths never seen are left out)."""
     total = sum(hist)
     return " ".join(f"{i + 1}:{100.0 * n / total:.0f}%" for i, n in enumerate(hist) if n) or "-"
+
+
+# -- text that looks broken: loops and empty completions -----------------------------------------
+# A continuation *loops* when some unit of p <= 32 tokens repeats back to back over a stretch of
+# more than 64 tokens (tokens[j] == tokens[j+p] for 64 consecutive j). A completion is *empty*
+# when it has no token before its stop token. A span of 64 needs completions longer than 64
+# tokens: for shorter ones `loop_span_for` scales it to half the completion length.
+LOOP_PERIOD, LOOP_SPAN = 32, 64
+LOOP_DEFINITION = f"period <= {LOOP_PERIOD} tokens repeating over > {LOOP_SPAN} tokens"
+
+
+def loops(ids: Sequence[int], max_period: int = LOOP_PERIOD, span: int = LOOP_SPAN) -> bool:
+    """True when some period p <= max_period holds for `span` consecutive positions (see module docstring)."""
+    ids = list(ids)
+    for p in range(1, max_period + 1):
+        run = 0
+        for j in range(len(ids) - p):
+            run = run + 1 if ids[j] == ids[j + p] else 0
+            if run >= span:
+                return True
+    return False
+
+
+def loop_span_for(max_new_tokens: int) -> int:
+    """The loop span for completions of at most `max_new_tokens`: LOOP_SPAN, or half the length if shorter."""
+    return max(1, min(LOOP_SPAN, max_new_tokens // 2))
+
+
+def loop_rate(completions: Iterable[Sequence[int]], span: int = LOOP_SPAN, max_period: int = LOOP_PERIOD) -> float:
+    """Share of completions (token id lists) that loop; 0.0 for none."""
+    flags = [loops(ids, max_period, span) for ids in completions]
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def is_empty(ids: Sequence[int], stop_token_ids: Iterable[int]) -> bool:
+    """No token before the stop token: nothing generated, or the first token is a stop token."""
+    return len(ids) == 0 or ids[0] in set(stop_token_ids)
+
+
+def empty_rate(completions: Iterable[Sequence[int]], stop_token_ids: Iterable[int]) -> float:
+    """Share of completions that are empty (is_empty); 0.0 for none."""
+    stops = set(stop_token_ids)
+    flags = [is_empty(ids, stops) for ids in completions]
+    return sum(flags) / len(flags) if flags else 0.0

@@ -17,6 +17,8 @@ Per-row figures (the engine's RequestStats, workers/params.py; formulas in worke
                    checks AR and Orthrus outputs token for token with them
   worker           `<host>:<pid>` of the actor that ran the row (which engine, for data-parallel
                    checks and per-worker figures)
+  loops            1 when the completion loops: a unit of <= 32 tokens repeating back to back over
+                   more than 64 tokens (half the row's max_new_tokens when that is shorter)
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ ROW_FIELDS: list[tuple[str, pa.DataType]] = [
     ("drafted_tokens", _COUNT), ("accepted_tokens", _COUNT),
     ("mean_acceptance_length", pa.float64()), ("acceptance_histogram", pa.list_(pa.int64())),
     ("engine_seconds", _SECONDS), ("worker", _TEXT),
+    ("loops", _COUNT),  # 1 when the completion repeats a unit back to back (workers/metrics.loops), else 0
 ]
 OUTPUT_SCHEMA = pa.schema(ROW_FIELDS)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workers.training import corpus
-from workers.training.loops import loops
+from workers.metrics import loops
 from workers.training.prompts import build_prompt_rows, chat_document, function_requests
 from workers.training.tokenizer import save_hf_tokenizer, train_bpe
 
@@ -119,7 +119,7 @@ def test_loops_definition():
     assert not loops([7] * 64)  # a run must exceed 64 positions: 63 matches here
     assert loops([7] * 66)
     assert not loops(list(range(100)) + [1, 2] * 20)  # 38 repeating positions: too short
-    from workers.training.loops import empty_rate, is_empty, loop_rate, loop_span_for
+    from workers.metrics import empty_rate, is_empty, loop_rate, loop_span_for
 
     assert loop_span_for(128) == 64 and loop_span_for(32) == 16  # the demo job's 32 tokens: two copies of a unit
     assert loop_rate([[1, 2] * 16, list(range(32))], span=loop_span_for(32)) == 0.5

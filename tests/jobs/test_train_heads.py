@@ -220,7 +220,7 @@ def test_loops_module_is_torch_free():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom workers.training.loops import loop_rate, empty_rate\n"
+    code = ("import sys\nfrom workers.metrics import loop_rate, empty_rate\n"
             "assert loop_rate([[1, 2] * 40, list(range(90))]) == 0.5\n"
             "assert 'torch' not in sys.modules, 'loops pulled in torch'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))

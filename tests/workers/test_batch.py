@@ -33,6 +33,7 @@ def test_good_rows_get_completions_and_exact_figures(tokenizer, engine):
         "iterations": 3, "diffusion_passes": 3, "forward_passes": 6, "drafted_tokens": 21, "accepted_tokens": 2,
         "mean_acceptance_length": 5 / 3, "acceptance_histogram": [1, 2],
         "completion_token_ids": [engine.token] * 5, "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "loops": 1,  # five copies of one token: a loop at the span for 5-token completions (2)
     }
     assert first["id"] == "a.parquet:0000000000000001"
     assert share == 0.75 and rows[1]["engine_seconds"] == 0.75  # each row's own share, as the engine reports it

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from workers.config import ModelConfig
-from workers.training.loops import LOOP_DEFINITION, is_empty, loops
+from workers.metrics import LOOP_DEFINITION, is_empty, loops
 
 
 def summarize(results, indices: list[int]) -> dict:
