@@ -27,6 +27,13 @@ class PassCosts:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ms", {(k if len(k) == 3 else (0, *k)): v for k, v in self.ms.items()})
+        batches: dict[tuple[int, int], list[int]] = {}
+        for c, b, k in self.ms:
+            batches.setdefault((c, k), []).append(b)
+        # sorted once: the rule runs between decode steps, where host time is GPU idle time
+        object.__setattr__(self, "_batches", {key: sorted(v) for key, v in batches.items()})
+        object.__setattr__(self, "_blocks", sorted({k for _, _, k in self.ms}))
+        object.__setattr__(self, "_contexts", sorted({c for c, _, _ in self.ms}))
 
     @classmethod
     def from_bench(cls, path: str | Path) -> "PassCosts":
@@ -40,14 +47,14 @@ class PassCosts:
 
     @property
     def blocks(self) -> list[int]:
-        return sorted({k for _, _, k in self.ms})
+        return self._blocks
 
     @property
     def contexts(self) -> list[int]:
-        return sorted({c for c, _, _ in self.ms})
+        return self._contexts
 
     def _at_context(self, ctx: int, batch: int, K: int) -> float:
-        bs = sorted(b for c, b, k in self.ms if k == K and c == ctx)
+        bs = self._batches.get((ctx, K))
         if not bs:
             raise KeyError(f"no pass cost measured for block size {K} at context {ctx}")
         i = bisect.bisect_left(bs, batch)

@@ -83,8 +83,10 @@ class Engine:
         # graphs live as long as the engine: one capture per (batch bucket, K, sampling), ever
         self.run_step = GraphedSteps(self.state, self._step, self.kernel is None) if self.cuda_graphs else self._step
         self.finished: list[tuple[int, Result]] = []
-        self.last_choice = ""  # why the last iteration's K was chosen (pass-cost rule only)
-        self._last_K: int | None = None
+        self._last_K: int | None = None  # the block-size rule's K in use, and what it was chosen from
+        self._why: tuple | None = None
+        self._choice_key: tuple | None = None
+        self._choice_age = 0
         self._next_id = 0
 
     @classmethod
@@ -176,13 +178,22 @@ class Engine:
         """K for a batch of this size and context from the pass costs and the acceptance seen so far
         (1 = AR). Until 64 first drafts have been judged, the checkpoint's own block size is used."""
         if self.tracker.tried[0] < 64:
-            self.last_choice = f"K={self.config.block_size}: the checkpoint's, until 64 drafts have been judged"
+            self._why = None
             return self.config.block_size
         accept = self.tracker.probabilities()
-        self.last_choice = explain_choice(self.pass_costs, batch, accept, context, self.device.type)
+        self._why = (batch, accept, context)
         K = choose_block_size(self.pass_costs, batch, accept, context, keep=self._last_K)
         self._last_K = K
         return K
+
+    @property
+    def last_choice(self) -> str:
+        """Why the block-size rule picked the K of its latest choice (empty without pass costs)."""
+        if self.pass_costs is None:
+            return ""
+        if self._why is None:
+            return f"K={self.config.block_size}: the checkpoint's, until 64 drafts have been judged"
+        return explain_choice(self.pass_costs, *self._why, self.device.type)
 
     def measure_pass_costs(self, batches, blocks, contexts, repeat: int = 7) -> list[dict]:
         """ms per iteration at each (context, batch, K) on this device (workers/pass_costs.py)."""
@@ -263,7 +274,14 @@ class Engine:
             return group
         rows = self.scheduler.decoding
         context = sum(r.length for r in rows) // len(rows)
-        return self.choose_block_size(len(rows), context)
+        # re-chosen when the batch size or the context (in 256-token steps) changes, and every 16
+        # iterations as acceptance statistics move; in between the last choice stands
+        key = (len(rows), context // 256)
+        self._choice_age += 1
+        if key != self._choice_key or self._choice_age >= 16 or self._last_K is None:
+            self._choice_key, self._choice_age = key, 0
+            self._last_K = self.choose_block_size(len(rows), context)
+        return self._last_K
 
     def _bucket(self, busy_slots: int) -> int:
         """With CUDA graphs, round B up to a power of two so few shapes are captured."""
