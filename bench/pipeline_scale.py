@@ -1,12 +1,15 @@
 """Pipeline scale benchmark (issue 3, item 7; not in CI): many short prompts through the whole job.
 
     .venv/bin/python bench/pipeline_scale.py                      # 1,000,000 rows in 1,000 shards
-    .venv/bin/python bench/pipeline_scale.py --rows 100000 --shards 100 --workers 2
+    .venv/bin/python bench/pipeline_scale.py --rows 20000 --shards 20 \
+        --out bench/results/2026-12-01_pipeline_scale_20000x20.json
 
 Tiny random model, max_new_tokens=1, no chat template: the engine is nearly free, so the figure
 is the pipeline's own cost (read, repartition, tokenise, commit, stats). Reports rows/s and the
 driver's peak RSS (which must stay flat as rows grow: the driver only folds per-shard partials),
-and checks that every input row appears exactly once in outputs/.
+and checks that every input row appears exactly once in outputs/. The JSON it prints (and writes
+to --out) records the command, the date, the CPU count and the load average before and after, since
+the machine's cores may be shared.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import os
 import resource
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -49,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--work", default="/tmp/orthrus-bench", help="inputs, model and outputs go here")
+    p.add_argument("--out", default=None, help="also write the result JSON here (e.g. under bench/results/)")
     args = p.parse_args(argv)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load_before = os.getloadavg()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     work = Path(args.work)
     inputs = work / f"inputs-{args.rows}-{args.shards}"
@@ -68,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "name": "pipeline_scale",
         "input": {"path": str(inputs), "prompt_column": "prompt", "id_column": "id"},
         "model": {"path": str(model)},
-        "engine": {"mode": "orthrus", "max_batch_size": 512, "max_model_len": 64},
+        # pass_costs off: no per-actor cost measurement at start (the figure is the pipeline's cost)
+        "engine": {"mode": "orthrus", "max_batch_size": 512, "max_model_len": 64, "pass_costs": "off"},
         "sampling": {"max_new_tokens": 1},
         "prompt": {"chat_template": False},
         "resources": {"num_workers": args.workers, "batch_size": args.batch_size, "cpus_per_worker": 0.5},
@@ -80,13 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss_job = peak_rss_mib()  # before the exactly-once check below loads every id into this process
     ids = pads.dataset(str(work / "out" / "outputs"), format="parquet").to_table(columns=["id"]).column("id")
     exactly_once = len(ids) == args.rows and len(pa.compute.unique(ids)) == args.rows
-    result = {"rows": args.rows, "shards": args.shards, "workers": args.workers, "batch_size": args.batch_size,
+    result = {"command": "bench/pipeline_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "started_utc": started, "loadavg_before": [round(x, 2) for x in load_before],
+              "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+              "rows": args.rows, "shards": args.shards, "workers": args.workers, "batch_size": args.batch_size,
               "seconds": round(seconds, 1), "rows_per_s": round(args.rows / seconds, 1),
               "driver_peak_rss_mib_before_job": round(rss_before, 1), "driver_peak_rss_mib": round(rss_job, 1),
               "output_files": summary["totals"]["output_files"], "every_row_exactly_once": exactly_once,
               "cpus": os.cpu_count()}
     print(json.dumps(result, indent=1))
     (work / "result.json").write_text(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0 if exactly_once else 1
 
 
