@@ -63,6 +63,8 @@ def measure(engine, batches, blocks, contexts, repeat: int = 7, budget_s: float 
                     def fill():
                         st.active[:B], st.length[:B], st.generated[:B], st.budget[:B] = True, ctx, 0, 1 << 40
                         st.greedy[:B], st.stop_ids[:B] = True, -1
+                        for name in st.COUNTERS:  # `iterations` indexes `hist`: it must not run past its width
+                            getattr(st, name)[:B] = 0
 
                     fill()
                     with torch.inference_mode():
@@ -77,9 +79,8 @@ def measure(engine, batches, blocks, contexts, repeat: int = 7, budget_s: float 
                 for r in range(B):
                     cache.clear_row(r)
                 cache.pool.give_back(pages)
-                st.active.zero_()
-                st.length.zero_()
-                st.tally.zero_()
+                for t in (st.active, st.length, st.tally, st.generated, *(getattr(st, n) for n in st.COUNTERS)):
+                    t.zero_()
     return rows
 
 

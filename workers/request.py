@@ -25,7 +25,7 @@ class Status(Enum):
 AUTO = 0  # block_size: chosen per iteration from pass costs (workers/draft_length.py)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the scheduler finds and removes requests by object
 class Request:
     request_id: int
     prompt: list[int]

@@ -49,7 +49,9 @@ def warp(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, t
     sorted_x = sorted_x.masked_fill(rank >= k, float("-inf"))
     probs = sorted_x.softmax(-1)
     # keep the smallest prefix whose mass reaches top_p: token i stays if the mass before it < top_p
-    keep = ((probs.cumsum(-1) - probs) < top_p[:, None, None]) & (rank < k)  # cumsum rounds: never revive a top-k cut
+    # top_p = 1 keeps everything: the fp32 running mass can reach 1 before the tail (dropping ~1e-8 tokens)
+    keep = (((probs.cumsum(-1) - probs) < top_p[:, None, None]) | (top_p[:, None, None] >= 1)) & (rank < k)
+    # (& rank < k: the cumsum rounds; never revive a top-k cut)
     n_keep = keep.sum(-1, keepdim=True).clamp(min=1)  # [B, T, 1]
     threshold = sorted_x.gather(-1, n_keep - 1)  # [B, T, 1]
     return x.masked_fill(x < threshold, float("-inf")).softmax(-1)

@@ -37,20 +37,21 @@ class Scheduler:
         """Move waiting requests of the running block size into free slots while pages last."""
         placed = []
         pool = self.cache.pool
-        while self.waiting and None in self.slots:
+        free = [i for i, r in enumerate(self.slots) if r is None][::-1]  # pop() gives the lowest
+        watermark = len(self.decoding) * self.cache.pages_for(self.max_block)
+        while self.waiting and free:
             req = self.waiting[0]
             group = self.group()
             if group is not None and req.block_size != group:
                 break
-            need = self.cache.pages_for(len(req.tokens) - 1 + self.max_block)
-            watermark = len(self.decoding) * self.cache.pages_for(self.max_block)
+            need = self.cache.pages_for(len(req.prompt) + len(req.output) - 1 + self.max_block)
             if self.order and need + watermark > len(pool.free):
                 break
             pages = pool.take(need)
             if pages is None:
                 break
             self.waiting.popleft()
-            req.slot, req.pages, req.status, req.prefilled = self.slots.index(None), pages, Status.PREFILL, 0
+            req.slot, req.pages, req.status, req.prefilled = free.pop(), pages, Status.PREFILL, 0
             self.slots[req.slot] = req
             self.order.append(req)
             self.cache.clear_row(req.slot)

@@ -122,3 +122,14 @@ def test_pass_costs_auto_are_measured_once_and_cached(tiny_model, tmp_path, monk
     assert grid == {(c, b, k) for c in (128, 1024) for b in (1, 8) for k in (1, 2, 4, 8)}
     second = json.loads(GenerateActor(spec).info)["pass_costs"]
     assert second["source"] == "cache" and second["rows"] == first["rows"]
+
+
+def test_pass_costs_auto_on_a_short_max_model_len(tiny_model, tmp_path, monkeypatch):
+    """Regression: measuring at max_model_len=64 replayed more iterations than a row's history holds
+    (IndexError in commit, 'index 65 is out of bounds'); the counters are reset per timed replay."""
+    monkeypatch.setenv("ORTHRUS_CACHE", str(tmp_path))
+    actor = GenerateActor(make_spec(str(tiny_model), max_new_tokens=3, max_model_len=64))
+    info = json.loads(actor.info)["pass_costs"]
+    assert info["source"] == "measured" and {r["context"] for r in info["rows"]} == {32}
+    table = pa.table({"prompt": ["hi"], "path": ["/d/a.parquet"], "row_hash": pa.array([1], pa.uint64())})
+    assert actor(table).to_pylist()[0]["num_completion_tokens"] == 3

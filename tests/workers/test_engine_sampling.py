@@ -283,3 +283,15 @@ def test_warp_equals_the_reference(temperature, top_k, top_p):
     # mass reaches 1 before the last tokens and drops them (reported in issue 10)
     assert (probs[ref > 1e-6] > 0).all()
     assert torch.allclose(probs.double(), ref, atol=1e-5)
+
+
+def test_top_p_of_one_keeps_the_far_tail():
+    """Regression: with top_p = 1 the fp32 running mass reached 1 before the last tokens, and tokens
+    of probability ~1e-8 were dropped (found by the exact-law test above)."""
+    import torch
+
+    from workers.sampler import warp
+
+    logits = torch.cat([torch.tensor([20.0, 19.0]), torch.linspace(0.0, 1.0, 14)])[None, None]  # tail ~1e-8
+    probs = warp(logits, torch.ones(1), torch.zeros(1, dtype=torch.long), torch.ones(1))
+    assert (probs > 0).all()
