@@ -33,6 +33,7 @@ from workers.config import ModelConfig
 from workers.draft_length import PassCosts
 from workers.engine import Engine, SamplingParams
 from workers.model import Qwen3Orthrus
+from workers.model_source import is_diff_tensor
 from workers.sampler import uniform
 from workers.tiny import tiny_config
 
@@ -129,7 +130,7 @@ class Bench:
 
     def floor(self) -> None:
         bw = read_bandwidth()
-        wb = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if "_diff" not in n)
+        wb = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if not is_diff_tensor(n))
         wb -= self.model.model.embed_tokens.weight.numel() * 2
         self.result["floor"] = {"read_bandwidth_TBps": round(bw / 1e12, 3), "ar_weight_bytes": wb,
                                 "ms_per_forward": round(wb / bw * 1e3, 3),

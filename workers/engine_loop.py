@@ -4,7 +4,7 @@ A background thread owns the engine and steps it while any request is unfinished
 their prompts and block until their own results are back. So the next Ray batch's rows join the
 running batch as slots and pages free up, instead of waiting for the previous batch's last row
 (the tail that idles a GPU between batches). An error inside a step fails every request in flight
-(each caller sees it and may retry: the out-of-memory halving in workers/rows.py does) and the
+(each caller sees it and may retry: the out-of-memory halving in workers/batch.py does) and the
 engine is reset, so the loop goes on serving.
 """
 from __future__ import annotations

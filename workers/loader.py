@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from workers.config import CheckpointError, ModelConfig
 from workers.model import Qwen3Orthrus
-from workers.model_source import resolve  # local folder or hub id: the one rule (workers/model_source.py)
+from workers.model_source import is_diff_tensor, resolve  # local folder or hub id: the one rule (workers/model_source.py)
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -48,7 +48,7 @@ def load_model(path_or_id: str | Path, device: str = "cpu", dtype: torch.dtype =
         files.pop("lm_head.weight", None)  # some exporters write the tied head anyway
     unexpected = sorted(n for n in files if n not in params and not n.endswith(IGNORED_SUFFIXES))
     if unexpected:
-        hint = " (an OrthrusLM checkpoint needs architectures: ['OrthrusLM'])" if any("_diff" in n for n in unexpected) else ""
+        hint = " (an OrthrusLM checkpoint needs architectures: ['OrthrusLM'])" if any(is_diff_tensor(n) for n in unexpected) else ""
         raise CheckpointError(f"{folder}: tensors not in the model: {', '.join(unexpected[:5])}{hint}")
     missing = sorted(n for n in params if n not in files)
     if missing:
