@@ -36,7 +36,8 @@ from pipeline.shards import list_shards
 from pipeline.storage import Location, locate
 from pipeline.summary import RunSummary
 
-from jobs.cli import USAGE_ERRORS, module_main, usage_error
+from jobs.cli import FAILED, INTERRUPTED, USAGE_ERRORS, module_main, usage_error
+from pipeline.ray_logs import log_path, ray_output_to
 
 COMPARE_DIR = "compare"
 DEFAULT_PRICE = 1.0  # USD per GPU-hour: a placeholder that makes $ read as GPU-hours; pass your price
@@ -182,10 +183,25 @@ def command(args: argparse.Namespace) -> int:
     """The `compare` subcommand; returns the exit status."""
     if args.sample is not None and args.sample < 1:
         return usage_error(f"--sample must be >= 1, got {args.sample}")
-    try:
-        compare(args.job, args.overrides, sample=args.sample, seed=args.seed, price=args.price, out=args.out)
-    except USAGE_ERRORS as err:
-        return usage_error(err)
+    log = log_path("compare")
+    print(f"  ray logs   {log}", flush=True)
+    with ray_output_to(log) as terminal:  # Ray's own lines go to the log, as for `run`
+        try:
+            compare(args.job, args.overrides, sample=args.sample, seed=args.seed, price=args.price, out=args.out)
+        except USAGE_ERRORS as err:
+            return usage_error(err, terminal)
+        except KeyboardInterrupt:
+            print("orthrus-batch: compare interrupted; rerun it to compare again (each mode's run folder can be "
+                  "finished with --set output.resume=true through orthrus-batch run)", file=terminal, flush=True)
+            return INTERRUPTED
+        except Exception as err:  # noqa: BLE001 - one line here, the traceback in the log
+            import traceback
+
+            traceback.print_exc()
+            first = (str(err).strip().splitlines() or [""])[0]
+            print(f"orthrus-batch: compare failed: {type(err).__name__}: {first} (details: {log})", file=terminal,
+                  flush=True)
+            return FAILED
     return 0
 
 
