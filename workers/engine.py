@@ -23,13 +23,14 @@ from workers.config import ModelConfig
 from workers.cuda_graphs import GraphedSteps
 from workers.draft_length import AcceptanceTracker, PassCosts, choose_block_size, explain_choice
 from workers.fused import Ops
-from workers.kv_cache import PagedKVCache, bytes_per_token
+from workers.kv_cache import PagedKVCache
 from workers.loader import load_model
 from workers.model import Qwen3Orthrus
 from workers.orthrus import SlotState, iterate, prefill
 from workers.params import RequestStats, Result, SamplingParams
 from workers.request import AUTO, Request, Status
 from workers.scheduler import Scheduler
+from workers.warmup import pool_tokens
 
 __all__ = ["Engine", "SamplingParams", "Result", "RequestStats"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,7 +70,7 @@ class Engine:
             from workers.paged_attention import PagedAttentionKernel
 
             self.kernel = PagedAttentionKernel(self.device)
-        tokens = kv_cache_tokens or self._pool_tokens(page_size, kv_cache_memory_fraction)
+        tokens = kv_cache_tokens or pool_tokens(self, page_size, kv_cache_memory_fraction)
         if tokens < max_model_len + self.max_block_size:
             raise ValueError(f"kv_cache_tokens={tokens} cannot hold one row of max_model_len={max_model_len} "
                              f"plus a block of {self.max_block_size}")
@@ -291,31 +292,13 @@ class Engine:
 
     # -- slots ----------------------------------------------------------------------------------
     def _start_decoding(self, req: Request) -> None:
-        """Load a prefilled request's parameters and progress into its slot; it decodes from now on."""
-        st, i, p = self.state, req.slot, req.params
-        tokens = req.tokens
-        req.status, req.length = Status.DECODE, len(tokens) - 1
-        values = {"length": req.length, "anchor": tokens[-1], "budget": req.budget, "generated": len(req.output),
-                  "active": True, "stopped": False, "greedy": p.temperature == 0,
-                  "temperature_or_one": p.temperature or 1.0, "top_k": p.top_k, "top_p": p.top_p, "seed": p.seed,
-                  "request": req.request_id}
-        values.update({name: req.counters.get(name, 0) for name in SlotState.COUNTERS})
-        for name, value in values.items():
-            getattr(st, name)[i] = value
-        st.stop_ids[i] = torch.tensor(list(req.stop_ids) + [-1] * (st.stop_ids.shape[1] - len(req.stop_ids)))
-        if req.output:  # re-admitted after a preemption: its tokens and history so far
-            st.out[i, : len(req.output)] = torch.tensor(req.output)
-            st.hist[i, : len(req.hist)] = torch.tensor(req.hist)
+        """A prefilled request's parameters and progress go into its slot; it decodes from now on."""
+        req.status, req.length = Status.DECODE, len(req.tokens) - 1
+        self.state.load(req)
 
     def _save(self, req: Request) -> None:
-        """Copy a decoding request's progress off the device (before a preemption or at the end)."""
-        st, i = self.state, req.slot
-        n = int(st.generated[i])
-        req.output = st.out[i, :n].tolist()
-        req.hist = st.hist[i, : int(st.iterations[i])].tolist()
-        req.counters = {name: int(getattr(st, name)[i]) for name in SlotState.COUNTERS}
-        req.stopped = bool(st.stopped[i])
-        st.active[i], st.length[i] = False, 0  # an idle slot reads and writes only the trash pages
+        """A decoding request's progress comes off the device (before a preemption or at the end)."""
+        self.state.save(req)
 
     def _collect(self, done: list[Request]) -> None:
         for req in done:
@@ -342,16 +325,3 @@ class Engine:
         if not 2 <= K <= self.max_block_size:
             raise ValueError(f"block_size must be in [2, {self.max_block_size}] in orthrus mode, got {K}")
         return K
-
-    def _pool_tokens(self, page_size: int, fraction: float) -> int:
-        """Tokens for the KV pool: on the CPU as many as max_batch_size full rows; on CUDA what
-        `fraction` of the GPU leaves after the weights and a warm-up forward at the largest shapes."""
-        per_row = self.max_model_len + self.max_block_size
-        if self.device.type != "cuda":
-            return self.max_batch_size * per_row
-        from workers.warmup import peak_forward_bytes
-
-        peak = peak_forward_bytes(self, page_size)
-        free = fraction * torch.cuda.get_device_properties(self.device).total_memory - torch.cuda.memory_allocated() - peak
-        tokens = int(free // bytes_per_token(self.config, self.dtype))
-        return max(min(tokens, self.max_batch_size * per_row), per_row)

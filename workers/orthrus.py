@@ -64,6 +64,31 @@ class SlotState:
             tally=z(torch.long, 2, max_block),
         )
 
+    def load(self, req) -> None:
+        """Put a request (workers/request.py) into its slot: parameters, and its progress so far
+        when it comes back after a preemption. A few small host-to-device copies, once per row."""
+        i, p = req.slot, req.params
+        values = {"length": req.length, "anchor": req.tokens[-1], "budget": req.budget, "generated": len(req.output),
+                  "active": True, "stopped": False, "greedy": p.temperature == 0,
+                  "temperature_or_one": p.temperature or 1.0, "top_k": p.top_k, "top_p": p.top_p, "seed": p.seed,
+                  "request": req.request_id, **{name: req.counters.get(name, 0) for name in self.COUNTERS}}
+        for name, value in values.items():
+            getattr(self, name)[i] = value
+        self.stop_ids[i] = torch.tensor(list(req.stop_ids) + [-1] * (self.stop_ids.shape[1] - len(req.stop_ids)))
+        if req.output:
+            self.out[i, : len(req.output)] = torch.tensor(req.output)
+            self.hist[i, : len(req.hist)] = torch.tensor(req.hist)
+
+    def save(self, req) -> None:
+        """Copy a request's progress off its slot (one host sync), then idle the slot: an idle slot
+        reads and writes only the trash pages."""
+        i = req.slot
+        req.output = self.out[i, : int(self.generated[i])].tolist()
+        req.hist = self.hist[i, : int(self.iterations[i])].tolist()
+        req.counters = {name: int(getattr(self, name)[i]) for name in self.COUNTERS}
+        req.stopped = bool(self.stopped[i])
+        self.active[i], self.length[i] = False, 0
+
     def view(self, B: int) -> "SlotState":
         """The first B slots, as views: in-place updates reach the full state."""
         return SlotState(**{f.name: getattr(self, f.name) if f.name == "tally" else getattr(self, f.name)[:B]

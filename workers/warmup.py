@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.kv_cache import PagedKVCache
+from workers.kv_cache import PagedKVCache, bytes_per_token
 from workers.orthrus import SlotState, iterate, prefill
 
 
@@ -35,3 +35,15 @@ def peak_forward_bytes(engine, page_size: int) -> int:
     del cache, state
     torch.cuda.empty_cache()
     return int(peak * 1.1)  # headroom: sampling rows and allocator fragmentation
+
+
+def pool_tokens(engine, page_size: int, fraction: float) -> int:
+    """Tokens for the KV pool: on the CPU as many as max_batch_size full rows; on CUDA what
+    `fraction` of the GPU leaves after the weights and a warm-up forward at the largest shapes."""
+    per_row = engine.max_model_len + engine.max_block_size
+    if engine.device.type != "cuda":
+        return engine.max_batch_size * per_row
+    peak = peak_forward_bytes(engine, page_size)
+    free = fraction * torch.cuda.get_device_properties(engine.device).total_memory - torch.cuda.memory_allocated() - peak
+    tokens = int(free // bytes_per_token(engine.config, engine.dtype))
+    return max(min(tokens, engine.max_batch_size * per_row), per_row)
