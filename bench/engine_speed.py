@@ -45,10 +45,11 @@ SHAPES = {
 }
 
 
-def random_model(shape: str, dtype=torch.bfloat16) -> Qwen3Orthrus:
+def random_model(shape: str, dtype=torch.bfloat16, fused: bool = True) -> Qwen3Orthrus:
+    """fused: the engine's inference layout (workers/loader.FUSED); False: the checkpoint's names."""
     cfg = ModelConfig.from_dict(tiny_config(**SHAPES[shape], max_position_embeddings=40960))
     with torch.device("meta"):
-        model = Qwen3Orthrus(cfg)
+        model = Qwen3Orthrus(cfg, fused=fused)
     model = model.to_empty(device="cuda").to(dtype)
     g = torch.Generator(device="cuda").manual_seed(0)
     for _, p in model.named_parameters():

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = random_model(args.shape)
+    model = random_model(args.shape, fused=False)  # the checkpoint's own tensor names
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k != "inv_freq"}
     shards, current, size, limit = [], {}, 0, args.shard_gb * 1e9
     for name in sorted(state):

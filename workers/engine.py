@@ -50,8 +50,6 @@ class Engine:
         `kv_cache_tokens` tokens, or (on CUDA, when None) what `kv_cache_memory_fraction` of the
         GPU leaves after the weights and a warm-up forward; `drafter` replaces the drafts
         (benchmarks only: bench/engine_speed.py)."""
-        if hasattr(model, "fuse_for_inference"):
-            model.fuse_for_inference()
         self.model, self.model_dir = model, Path(model_dir)
         self.config: ModelConfig = model.config
         weight = next(model.parameters())
@@ -98,7 +96,7 @@ class Engine:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if max_batch_size < 1 or max_model_len < 2:
             raise ValueError("max_batch_size must be >= 1 and max_model_len >= 2")
-        model, folder = load_model(path, device=device, dtype=DTYPES[dtype])
+        model, folder = load_model(path, device=device, dtype=DTYPES[dtype], fused=True)
         return cls(model, folder, max_batch_size=max_batch_size, max_model_len=max_model_len, **kwargs)
 
     # -- public API -----------------------------------------------------------------------

@@ -32,22 +32,29 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, orthrus: bool) -> None:
+    def __init__(self, cfg: ModelConfig, orthrus: bool, fused: bool = False) -> None:
         super().__init__()
         h, d = cfg.hidden_size, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, d
         bias = cfg.attention_bias
-        self.q_proj = nn.Linear(h, self.n_heads * d, bias=bias)
-        self.k_proj = nn.Linear(h, self.n_kv * d, bias=bias)
-        self.v_proj = nn.Linear(h, self.n_kv * d, bias=bias)
+        self.split = [self.n_heads * d, self.n_kv * d, self.n_kv * d]
+        self.orthrus = orthrus
+        if fused:  # the inference layout (workers/loader.FUSED): one GEMM instead of three
+            self.qkv_proj = nn.Linear(h, sum(self.split), bias=bias)
+        else:
+            self.q_proj = nn.Linear(h, self.n_heads * d, bias=bias)
+            self.k_proj = nn.Linear(h, self.n_kv * d, bias=bias)
+            self.v_proj = nn.Linear(h, self.n_kv * d, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * d, h, bias=bias)
         self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
-        self.orthrus = orthrus
         if orthrus:  # the diffusion view's own projections and norms; no biases (the Orthrus paper, arXiv 2605.12825)
-            self.q_proj_diff = nn.Linear(h, self.n_heads * d, bias=False)
-            self.k_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
-            self.v_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
+            if fused:
+                self.qkv_proj_diff = nn.Linear(h, sum(self.split), bias=False)
+            else:
+                self.q_proj_diff = nn.Linear(h, self.n_heads * d, bias=False)
+                self.k_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
+                self.v_proj_diff = nn.Linear(h, self.n_kv * d, bias=False)
             self.o_proj_diff = nn.Linear(self.n_heads * d, h, bias=False)
             self.q_norm_diff = RMSNorm(d, cfg.rms_norm_eps)
             self.k_norm_diff = RMSNorm(d, cfg.rms_norm_eps)
@@ -57,7 +64,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         diff = view == "diffusion"
         qn, kn = (self.q_norm_diff, self.k_norm_diff) if diff else (self.q_norm, self.k_norm)
-        if hasattr(self, "qkv_proj"):  # fused for inference: one GEMM instead of three
+        if hasattr(self, "qkv_proj"):  # the inference layout
             q, k, v = (self.qkv_proj_diff if diff else self.qkv_proj)(x).split(self.split, dim=-1)
         elif diff:
             q, k, v = self.q_proj_diff(x), self.k_proj_diff(x), self.v_proj_diff(x)
@@ -68,20 +75,6 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv, self.head_dim)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
 
-    def fuse(self) -> None:
-        """q/k/v_proj -> qkv_proj (and the *_diff twins): see Qwen3Orthrus.fuse_for_inference."""
-        self.split = [self.n_heads * self.head_dim, self.n_kv * self.head_dim, self.n_kv * self.head_dim]
-        for suffix in ("", "_diff") if self.orthrus else ("",):
-            parts = [getattr(self, f"{p}_proj{suffix}") for p in "qkv"]
-            fused = nn.Linear(parts[0].in_features, sum(self.split), bias=parts[0].bias is not None,
-                              device=parts[0].weight.device, dtype=parts[0].weight.dtype)
-            fused.weight.data = torch.cat([p.weight.data for p in parts])
-            if fused.bias is not None:
-                fused.bias.data = torch.cat([p.bias.data for p in parts])
-            setattr(self, f"qkv_proj{suffix}", fused.requires_grad_(False))
-            for p in "qkv":
-                delattr(self, f"{p}_proj{suffix}")
-
     def forward(self, x, cos, sin, view: str, attend: Attend, layer_idx: int) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.project(x, cos, sin, view)
@@ -91,10 +84,13 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, fused: bool = False) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        if fused:  # the inference layout (workers/loader.FUSED)
+            self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        else:
+            self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+            self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,19 +99,12 @@ class MLP(nn.Module):
             return self.down_proj(Ops.silu_mul(gate, up))
         return self.down_proj(Ops.silu_mul(self.gate_proj(x), self.up_proj(x)))
 
-    def fuse(self) -> None:
-        fused = nn.Linear(self.gate_proj.in_features, 2 * self.gate_proj.out_features, bias=False,
-                          device=self.gate_proj.weight.device, dtype=self.gate_proj.weight.dtype)
-        fused.weight.data = torch.cat([self.gate_proj.weight.data, self.up_proj.weight.data])
-        self.gate_up_proj = fused.requires_grad_(False)
-        del self.gate_proj, self.up_proj
-
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, orthrus: bool) -> None:
+    def __init__(self, cfg: ModelConfig, orthrus: bool, fused: bool = False) -> None:
         super().__init__()
-        self.self_attn = Attention(cfg, orthrus)
-        self.mlp = MLP(cfg)
+        self.self_attn = Attention(cfg, orthrus, fused)
+        self.mlp = MLP(cfg, fused)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -127,21 +116,25 @@ class DecoderLayer(nn.Module):
 class Body(nn.Module):
     """`model.*` in the checkpoint: embeddings, layers, final norm."""
 
-    def __init__(self, cfg: ModelConfig, orthrus: bool) -> None:
+    def __init__(self, cfg: ModelConfig, orthrus: bool, fused: bool = False) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, orthrus) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, orthrus, fused) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
 class Qwen3Orthrus(nn.Module):
-    """Qwen3ForCausalLM, plus the diffusion view when `orthrus` (an OrthrusLM checkpoint)."""
+    """Qwen3ForCausalLM, plus the diffusion view when `orthrus` (an OrthrusLM checkpoint).
 
-    def __init__(self, cfg: ModelConfig, orthrus: bool | None = None) -> None:
+    `fused`: the inference layout, where weights that read the same input are one matrix
+    (qkv_proj, qkv_proj_diff, gate_up_proj; workers/loader.FUSED maps them to the checkpoint's
+    names). Training builds the checkpoint's own layout (fused=False)."""
+
+    def __init__(self, cfg: ModelConfig, orthrus: bool | None = None, fused: bool = False) -> None:
         super().__init__()
         self.config = cfg
         self.orthrus = cfg.is_orthrus if orthrus is None else orthrus
-        self.model = Body(cfg, self.orthrus)
+        self.model = Body(cfg, self.orthrus, fused)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", self.rope_frequencies(), persistent=False)
@@ -168,21 +161,6 @@ class Qwen3Orthrus(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, view, attend, i)
         return self.model.norm(x)
-
-    def fuse_for_inference(self) -> "Qwen3Orthrus":
-        """Concatenate weights that read the same input, once, after loading:
-            q_proj + k_proj + v_proj             -> qkv_proj       (rows in that order)
-            q/k/v_proj_diff                      -> qkv_proj_diff
-            gate_proj + up_proj                  -> gate_up_proj
-        Outputs are unchanged; a batch-1 step launches fewer, larger GEMMs. The module no longer
-        matches the checkpoint's names afterwards, so training code never calls this. Idempotent
-        (a second engine on the same model, as the benchmarks build, finds it fused)."""
-        if hasattr(self.model.layers[0].self_attn, "qkv_proj"):
-            return self
-        for layer in self.model.layers:
-            layer.self_attn.fuse()
-            layer.mlp.fuse()
-        return self
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight

@@ -195,3 +195,24 @@ def test_unknown_view_is_refused(orthrus_ckpt):
     ids = torch.zeros(1, 2, dtype=torch.long)
     with pytest.raises(ValueError, match=r"view must be one of \('ar', 'diffusion'\), got 'diff'"):
         model(ids, ids, "diff", lambda layer, q, k, v: q)
+
+
+def test_the_engine_loads_the_fused_layout_from_the_one_table(orthrus_ckpt):
+    """The inference layout comes from the loader (workers/loader.FUSED): each fused weight is its
+    checkpoint parts stacked in table order, and the two layouts compute the same logits."""
+    from workers.loader import FUSED
+
+    plain, _ = load_model(orthrus_ckpt)
+    fused, _ = load_model(orthrus_ckpt, fused=True)
+    p, f = dict(plain.named_parameters()), dict(fused.named_parameters())
+    for name, parts in FUSED.items():
+        want = torch.cat([p[f"model.layers.1.{part}.weight"] for part in parts])
+        assert torch.equal(f[f"model.layers.1.{name}.weight"], want)
+    assert not any(n.endswith(("q_proj.weight", "gate_proj.weight")) for n in f)
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    pos = torch.arange(5)[None]
+
+    def causal(layer, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    torch.testing.assert_close(fused.logits(fused(ids, pos, "ar", causal)), plain.logits(plain(ids, pos, "ar", causal)))
