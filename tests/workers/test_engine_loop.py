@@ -146,3 +146,29 @@ def test_engine_is_usable_after_a_failed_generate():
         eng.generate([[1], [2], [3]], SamplingParams(max_new_tokens=30, stop_token_ids=(), block_size=4))
     res = eng.generate([[7], [8]], SamplingParams(max_new_tokens=20, stop_token_ids=(), block_size=4))
     assert [r.token_ids for r in res] == [chain(7, 20), chain(8, 20)]
+
+
+def test_engine_loop_fails_the_calls_in_flight_on_a_step_error_and_goes_on():
+    """An out-of-memory error inside a step (simulated) reaches every caller with rows in flight
+    (the actor then halves its batch: workers/batch.py); the loop resets the engine and serves the
+    next calls exactly."""
+    from workers.batch import generate_in_halves
+    from workers.engine_loop import EngineLoop
+
+    eng = engine(max_batch_size=4)
+    real_forward, calls = eng.model.forward, {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise MemoryError("out of memory (simulated)")
+        return real_forward(*args)
+
+    eng.model.forward = flaky
+    loop = EngineLoop(eng)
+    params = [SamplingParams(max_new_tokens=20, stop_token_ids=(), block_size=4)] * 3
+    with pytest.raises(MemoryError, match="simulated"):
+        loop.generate([[1], [2], [3]], params)
+    out = generate_in_halves(loop, [[7], [8]], params[:2], "orthrus")
+    assert [r.token_ids for r in out] == [chain(7, 20), chain(8, 20)]
+    assert eng.cache.pool.used == 0
