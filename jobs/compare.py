@@ -36,7 +36,7 @@ from pipeline.shards import list_shards
 from pipeline.storage import Location, locate
 from pipeline.summary import RunSummary
 
-from jobs.cli import FAILED, INTERRUPTED, USAGE_ERRORS, module_main, usage_error
+from pipeline.exit_status import FAILED, INTERRUPTED, USAGE_ERRORS, module_main, usage_error
 from pipeline.ray_logs import log_path, ray_output_to
 
 COMPARE_DIR = "compare"

@@ -20,7 +20,7 @@ from pipeline.config import ConfigError, JobConfig, load_config
 from pipeline.lease import LeaseError
 from pipeline.ray_logs import log_path, ray_output_to
 
-from jobs.cli import FAILED, INTERRUPTED, USAGE_ERRORS, module_main, usage_error
+from pipeline.exit_status import FAILED, INTERRUPTED, USAGE_ERRORS, module_main, usage_error
 
 
 def run(job: str, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 from pipeline.config import JobConfig, load_config
 from pipeline.storage import is_s3
 
-from jobs.cli import FAILED, USAGE_ERRORS, module_main, usage_error
+from pipeline.exit_status import FAILED, USAGE_ERRORS, module_main, usage_error
 
 PACKAGES = ("pipeline", "workers", "jobs")
 JOB_FILE = "job.yaml"
