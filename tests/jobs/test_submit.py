@@ -40,13 +40,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, session id) from /proc, or None once the process is gone."""
+def _fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (state, ppid, pgrp, session, ...), or None once gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(fields[1]), int(fields[3])
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, session id) from /proc, or None once the process is gone."""
+    fields = _fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[3]))
 
 
 def _ours(root: int) -> list[int]:
@@ -65,8 +70,8 @@ def _stop(pids: list[int], timeout: float) -> list[int]:
     """Wait for `pids` to exit; returns those still running (zombies count as gone)."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in pids if _stat(p) is not None and "Z" not in Path(f"/proc/{p}/stat").read_text()
-                 .rsplit(")", 1)[1].split()[0]]
+        # one read per pid: a process that exits between two reads is gone, not an error (CI saw it)
+        alive = [p for p in pids if (f := _fields(p)) is not None and "Z" not in f[0]]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
