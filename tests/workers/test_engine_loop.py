@@ -130,18 +130,23 @@ def test_long_prompts_prefill_in_chunks_and_stay_lossless(orthrus_ckpt):
     assert [r.token_ids for r in chunked] == [r.token_ids for r in whole]
 
 
-def test_engine_is_usable_after_a_failed_generate():
-    """An error inside a step (a CUDA OOM, say) propagates; the next call starts clean and exact."""
-    eng = engine(max_batch_size=2)
+def fail_once(eng, at_call: int) -> None:
+    """Make the engine's model raise a (simulated) out-of-memory error on its at_call-th forward."""
     real_forward, calls = eng.model.forward, {"n": 0}
 
     def flaky(*args):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == at_call:
             raise MemoryError("out of memory (simulated)")
         return real_forward(*args)
 
     eng.model.forward = flaky
+
+
+def test_engine_is_usable_after_a_failed_generate():
+    """An error inside a step (a CUDA OOM, say) propagates; the next call starts clean and exact."""
+    eng = engine(max_batch_size=2)
+    fail_once(eng, at_call=5)
     with pytest.raises(MemoryError, match="simulated"):
         eng.generate([[1], [2], [3]], SamplingParams(max_new_tokens=30, stop_token_ids=(), block_size=4))
     res = eng.generate([[7], [8]], SamplingParams(max_new_tokens=20, stop_token_ids=(), block_size=4))
@@ -156,15 +161,7 @@ def test_engine_loop_fails_the_calls_in_flight_on_a_step_error_and_goes_on():
     from workers.engine_loop import EngineLoop
 
     eng = engine(max_batch_size=4)
-    real_forward, calls = eng.model.forward, {"n": 0}
-
-    def flaky(*args):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise MemoryError("out of memory (simulated)")
-        return real_forward(*args)
-
-    eng.model.forward = flaky
+    fail_once(eng, at_call=6)
     loop = EngineLoop(eng)
     params = [SamplingParams(max_new_tokens=20, stop_token_ids=(), block_size=4)] * 3
     with pytest.raises(MemoryError, match="simulated"):
