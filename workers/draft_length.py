@@ -114,10 +114,11 @@ def explain_choice(costs: PassCosts, batch: int, accept: list[float], context: i
 
 @dataclass
 class AcceptanceTracker:
-    """Running estimate of p_j from acceptance lengths (committed tokens per iteration).
+    """Running estimate of p_j from the drafts judged and passed at each block index.
 
-    An iteration of block size K that committed n tokens tried drafts 1..min(n, K-1) and passed
-    1..n-1 of them. A Beta(prior_pass, prior_fail) prior keeps early estimates sane."""
+    The counts are kept on the device (workers/orthrus.commit, SlotState.tally: an iteration that
+    accepted a drafts judged drafts 1..min(a+1, K-1) and passed 1..a) and copied here after each
+    iteration. A Beta(prior_pass, prior_fail) prior keeps early estimates sane."""
 
     max_block: int = 32
     prior_pass: float = 1.0
@@ -128,16 +129,6 @@ class AcceptanceTracker:
     def __post_init__(self) -> None:
         self.tried = self.tried or [0] * self.max_block
         self.passed = self.passed or [0] * self.max_block
-
-    def update(self, acceptance_lengths: list[int], K: int) -> None:
-        if K < 2:  # AR steps judge no drafts
-            return
-        for n in acceptance_lengths:
-            reached = min(n, K - 1)  # drafts judged: the accepted ones plus the first rejection
-            for j in range(reached):
-                self.tried[j] += 1
-            for j in range(n - 1):
-                self.passed[j] += 1
 
     def set_counts(self, tried: list[int], passed: list[int]) -> None:
         """Totals counted on the device (SlotState.tally) replace the host's."""

@@ -181,9 +181,7 @@ class Engine:
             return self.config.block_size
         accept = self.tracker.probabilities()
         self._why = (batch, accept, context)
-        K = choose_block_size(self.pass_costs, batch, accept, context, keep=self._last_K)
-        self._last_K = K
-        return K
+        return choose_block_size(self.pass_costs, batch, accept, context, keep=self._last_K)
 
     @property
     def last_choice(self) -> str:

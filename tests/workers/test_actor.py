@@ -70,7 +70,7 @@ def test_pass_costs_let_the_engine_choose_the_block_size(tiny_model, tmp_path):
     actor = GenerateActor(make_spec(str(tiny_model), max_new_tokens=3, max_model_len=128,
                                      pass_costs=str(costs)))
     assert actor.engine.pass_costs.ms == {(0, 1, 1): 1.0, (0, 1, 8): 50.0}
-    actor.engine.tracker.update([1] * 300, K=8)  # 300 iterations, every first draft rejected
+    actor.engine.tracker.set_counts([300] + [0] * 31, [0] * 32)  # 300 first drafts judged, every one rejected
     assert actor.engine.choose_block_size(4) == 1
 
 

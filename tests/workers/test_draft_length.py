@@ -38,8 +38,17 @@ def test_costs_from_bench_json(tmp_path):
 
 
 def test_tracker_counts_tried_and_passed_drafts():
+    """The device tally (orthrus.commit) counts drafts judged and passed per block index."""
+    import torch
+
+    from workers.orthrus import SlotState, commit
+
+    st = SlotState.allocate(3, 16, 1, 8, "cpu")
+    st.active[:], st.budget[:] = True, 16
+    a = torch.tensor([0, 2, 7])  # rejected d1; passed d1,d2 rejected d3; all 7 passed
+    commit(st, a, torch.zeros(3, 8, dtype=torch.long))
     t = AcceptanceTracker(max_block=8, prior_pass=0, prior_fail=0)
-    t.update([1, 3, 8], K=8)  # rejected d1; passed d1,d2 rejected d3; all 7 passed
+    t.set_counts(st.tally[0].tolist(), st.tally[1].tolist())
     assert t.tried[:7] == [3, 2, 2, 1, 1, 1, 1]
     assert t.passed[:7] == [2, 2, 1, 1, 1, 1, 1]
     assert t.probabilities()[:3] == [2 / 3, 1.0, 0.5]
