@@ -5,13 +5,14 @@ Errors name the dotted key and what is wrong with it, for the YAML file and for 
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.draft_length import read_rows  # torch-free: the pass-cost JSON's one reader
 
 
 class ConfigError(ValueError):
@@ -109,10 +110,8 @@ class EngineSection(_Section):
         if path in ("auto", "off"):
             return path
         try:
-            rows = json.loads(Path(path).read_text())["pass_costs"]
-            if not rows or not all({"batch", "block_size", "ms_per_iteration"} <= set(r) for r in rows):
-                raise ValueError("rows need batch, block_size and ms_per_iteration")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            read_rows(path)
+        except (OSError, ValueError) as e:
             raise ValueError(f"cannot read pass costs from {path!r}: {e}") from None
         return os.path.abspath(path)
 

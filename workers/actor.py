@@ -67,7 +67,7 @@ class GenerateActor:
 
     def _pass_costs(self, setting: str | None) -> dict:
         """engine.pass_costs: "auto" (measured here, cached on local disk), a JSON path, or off."""
-        from workers.draft_length import PassCosts
+        from workers.draft_length import PassCosts, read_rows
         from workers.pass_costs import auto_pass_costs
 
         if setting in (None, "off"):
@@ -75,8 +75,7 @@ class GenerateActor:
         if setting == "auto":
             rows, info = auto_pass_costs(self.engine)
         else:
-            rows, info = PassCosts.from_bench(setting), {"source": "file", "path": setting}
-            rows = [{"context": c, "batch": b, "block_size": k, "ms_per_iteration": v} for (c, b, k), v in rows.ms.items()]
+            rows, info = read_rows(setting), {"source": "file", "path": setting}
         self.engine.use_pass_costs(PassCosts.from_rows(rows))
         return {**info, "rows": rows}
 

@@ -16,6 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+ROW_KEYS = {"batch", "block_size", "ms_per_iteration"}  # and `context`, 0 or absent for any context
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The `pass_costs` rows of a bench/engine_speed.py result or an actor's cached measurement;
+    ValueError (or OSError) naming what is wrong otherwise."""
+    data = json.loads(Path(path).read_text())
+    rows = data.get("pass_costs") if isinstance(data, dict) else None
+    if not rows or not all(isinstance(r, dict) and ROW_KEYS <= set(r) for r in rows):
+        raise ValueError("no `pass_costs` rows with batch, block_size and ms_per_iteration")
+    return rows
+
+
 @dataclass(frozen=True)
 class PassCosts:
     """ms per iteration at (context, batch, K), K = 1 being an AR step. Batches between measured
@@ -37,9 +50,8 @@ class PassCosts:
 
     @classmethod
     def from_bench(cls, path: str | Path) -> "PassCosts":
-        """Read the `pass_costs` rows of a bench/engine_speed.py result (or an actor's auto measurement)."""
-        rows = json.loads(Path(path).read_text())["pass_costs"]
-        return cls.from_rows(rows)
+        """The table of a bench/engine_speed.py result (or an actor's auto measurement)."""
+        return cls.from_rows(read_rows(path))
 
     @classmethod
     def from_rows(cls, rows: list[dict]) -> "PassCosts":

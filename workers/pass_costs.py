@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from workers.draft_length import read_rows
+
 # the grid `auto` measures: (batches, blocks, contexts); a CPU runs small models on short contexts
 AUTO_GRID = {"cuda": ((1, 4, 16, 64, 256), (1, 2, 4, 8, 16), (512, 4096)),
              "cpu": ((1, 8, 64), (1, 2, 4, 8), (128, 1024))}
@@ -101,9 +103,8 @@ def auto_pass_costs(engine, cache_dir: str | Path | None = None, budget_s: float
     path = folder / f"pass_costs-{cache_key(engine)}.json"
     if path.is_file():
         try:
-            rows = json.loads(path.read_text())["pass_costs"]
-            return rows, {"source": "cache", "path": str(path), "seconds": 0.0}
-        except (ValueError, KeyError):
+            return read_rows(path), {"source": "cache", "path": str(path), "seconds": 0.0}
+        except ValueError:
             pass  # a torn or foreign file: measure again
     t0 = time.perf_counter()
     budget_s = budget_s or (40.0 if engine.device.type == "cuda" else 10.0)
