@@ -37,8 +37,9 @@ def reference_attention(q: torch.Tensor, k_layer: torch.Tensor, v_layer: torch.T
 
 @dataclass
 class Tiles:
-    """Which queries the kernel handles together: tile i holds queries q_base[i] + t*stride (t < count[i])
-    of cache row row[i]. A decode step has one tile per row; a prefill chunk one per row segment."""
+    """Which queries the kernel handles together: tile i is queries start[i] .. start[i] + count[i] - 1
+    (along T) of q batch entry batch[i], all of cache row row[i]. A decode step has one tile per row;
+    a prefill chunk (B = 1) one per slice of a row segment."""
 
     row: torch.Tensor  # [N] int32
     start: torch.Tensor  # [N] int32: index of the tile's first query along T (decode: 0)

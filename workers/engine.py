@@ -217,7 +217,7 @@ class Engine:
             if budget == 0:
                 break
             n = min(req.to_prefill, budget)
-            pieces.append((req.slot, req.tokens[req.prefilled : req.prefilled + n], req.prefilled, req.pages))
+            pieces.append((req.slot, req.tokens[req.prefilled : req.prefilled + n], req.prefilled))
             fed.append((req, n))
             budget -= n
         if not pieces:

@@ -79,8 +79,15 @@ class PagedKVCache:
         self.block_table[row].zero_()
 
     def slots(self, table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Slots of positions pos [B, T] in rows whose block tables are table [B, P]."""
-        return table.gather(1, pos // self.page_size) * self.page_size + pos % self.page_size
+        """Slots of positions pos [B, T] in rows whose block tables are table [B, P] (a decode step)."""
+        return self._slot(table.gather(1, pos // self.page_size), pos)
+
+    def slots_of_rows(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Slots of tokens at positions pos [N] of block-table rows rows [N] (a packed prefill)."""
+        return self._slot(self.block_table[rows, pos // self.page_size], pos)
+
+    def _slot(self, page: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return page * self.page_size + pos % self.page_size
 
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store k/v [B, KVH, T, D] at slots [B, T]."""

@@ -161,30 +161,30 @@ def iterate(model: Qwen3Orthrus, cache: PagedKVCache, st: SlotState, B: int, K: 
     return commit(s, a, tokens)
 
 
-def prefill(model: Qwen3Orthrus, cache: PagedKVCache, pieces: list[tuple[int, list[int], int, list[int]]],
+def prefill(model: Qwen3Orthrus, cache: PagedKVCache, pieces: list[tuple[int, list[int], int]],
             kernel=None, tile: int = 16) -> None:
     """Write K/V for packed pieces of prompts in one forward, without padding.
 
-    pieces: (slot, tokens, first position, the slot's pages) per row segment; every token sees its
-    own row's keys up to itself (earlier chunks' keys are already in the cache). No LM head runs."""
+    pieces: (slot, tokens, first position) per row segment; the slot's block table already holds
+    its pages. Every token sees its own row's keys up to itself (earlier chunks' keys are already in
+    the cache). No LM head runs."""
     device = cache.k.device
-    ps = cache.page_size
-    toks, pos, slots, rows, starts, counts = [], [], [], [], [], []
-    for slot, seg, first, pages in pieces:
+    toks, pos, owner, rows, starts, counts = [], [], [], [], [], []
+    for slot, seg, first in pieces:
         at = len(toks)
-        p = list(range(first, first + len(seg)))
         toks += seg
-        pos += p
-        slots += [pages[i // ps] * ps + i % ps for i in p]
+        pos += range(first, first + len(seg))
+        owner += [slot] * len(seg)
         step = tile if kernel is not None else len(seg)  # kernel tiles hold at most `tile` queries
         for o in range(0, len(seg), step):
             rows.append(slot)
             starts.append(at + o)
             counts.append(min(step, len(seg) - o))
-    dev = lambda x: torch.tensor(x, dtype=torch.long, device=device)[None]  # noqa: E731  [1, N]
-    positions = dev(pos)
+    long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     i32 = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
+    positions = long(pos)  # [N]
+    slots = cache.slots_of_rows(long(owner), positions)[None]  # [1, N]
     tiles = Tiles(row=i32(rows), start=i32(starts), count=i32(counts), batch=torch.zeros(len(rows), dtype=torch.int32,
                   device=device), max_count=max(counts))
-    attend = PagedAttend(cache, cache.block_table, dev(slots), positions + 1, 0, tiles=tiles, kernel=kernel)
-    model(dev(toks), positions, "ar", attend)
+    attend = PagedAttend(cache, cache.block_table, slots, positions[None] + 1, 0, tiles=tiles, kernel=kernel)
+    model(long(toks)[None], positions[None], "ar", attend)

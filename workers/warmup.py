@@ -26,7 +26,7 @@ def peak_forward_bytes(engine, page_size: int) -> int:
     with torch.inference_mode():
         mine = cache.pool.take(cache.pages_for(chunk))
         cache.set_pages(B, 0, mine)
-        prefill(engine.model, cache, [(B, [0] * chunk, 0, mine)], engine.kernel)
+        prefill(engine.model, cache, [(B, [0] * chunk, 0)], engine.kernel)
         state.active[:] = True
         state.budget[:] = 1 << 30
         iterate(engine.model, cache, state, B, K if engine.config.is_orthrus else 1, K, False, engine.kernel)
